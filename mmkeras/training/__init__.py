@@ -1,0 +1,1 @@
+"""Training: distribution strategy, the run loop, metrics and plots."""

@@ -1,0 +1,145 @@
+"""One training run: data, preprocessing fitted on train, model, fit, evaluation, export.
+
+Everything a run produces goes into its run folder:
+
+``config.yaml`` (the resolved config), ``preprocessing.json`` (train-split statistics and
+vocabularies), ``history.csv`` and ``history.png``, ``metrics.json`` and ``confusion_matrix.png``
+(test split), ``model.keras``, ``export/<model_name>/<version>/`` (TF Serving SavedModel) and
+``export_validation.json`` (the SavedModel re-loaded in a separate TensorFlow-only process).
+
+A crashed run resumes where it stopped when started again with the same ``--output``:
+``keras.callbacks.BackupAndRestore`` keeps the last finished epoch in ``backup/``.
+
+Example:
+    >>> from mmkeras.config import resolve_config
+    >>> result = train(resolve_config(None, ["epochs=1"]))   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import yaml
+
+from mmkeras.config import Config
+from mmkeras.data.dataset import MultimodalDataset, to_tf_dataset
+from mmkeras.data.preprocessing import fit_preprocessing
+from mmkeras.fusion.model import build_fusion_model
+from mmkeras.training.metrics import classification_metrics
+from mmkeras.training.plots import plot_confusion, plot_history
+from mmkeras.training.strategy import get_strategy
+
+VALIDATION_EXAMPLES = 32
+
+
+@dataclass
+class RunResult:
+    """What a finished run left behind."""
+
+    run_dir: Path
+    metrics: dict
+    export_dir: Path
+    seconds: float
+    model: keras.Model
+
+
+def make_run_dir(cfg: Config) -> Path:
+    """``cfg.output`` if given, else ``<runs_dir>/<name>-<YYYYmmdd-HHMMSS>``."""
+    if cfg.output:
+        return Path(cfg.output)
+    return Path(cfg.runs_dir) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _batched_predict(model: keras.Model, dataset: MultimodalDataset, split: str, batch: int):
+    return model.predict(to_tf_dataset(dataset, split, batch), verbose=0)
+
+
+def validate_export(export_dir: Path, inputs: dict[str, np.ndarray], expected: np.ndarray,
+                    report_path: Path) -> dict:
+    """Re-load the SavedModel in a TensorFlow-only subprocess and compare its predictions."""
+    examples = report_path.with_suffix(".npz")
+    arrays = {k: (v.astype(str) if v.dtype == object else v) for k, v in inputs.items()}
+    np.savez(examples, expected_probabilities=expected, **arrays)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmkeras.serving.validate", str(export_dir), str(examples)],
+        capture_output=True, text=True, check=False,
+    )
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode not in (0, 1) or not lines:
+        raise RuntimeError(f"export validation of {export_dir} crashed:\n{proc.stderr[-3000:]}")
+    report = json.loads(lines[-1])
+    report_path.write_text(json.dumps(report, indent=2))
+    examples.unlink()
+    return report
+
+
+def train(cfg: Config, dataset: MultimodalDataset | None = None) -> RunResult:
+    """Run the whole job described by ``cfg``; ``dataset`` overrides ``cfg.dataset`` if given."""
+    from data_pipelines import load_dataset
+
+    start = time.perf_counter()
+    keras.utils.set_random_seed(cfg.seed)
+    run_dir = make_run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+    if dataset is None:
+        dataset = load_dataset(cfg.dataset, **cfg.dataset_args)
+    dataset = dataset.select(cfg.modalities)
+    state = fit_preprocessing(dataset, "train")
+    (run_dir / "preprocessing.json").write_text(json.dumps(state))
+
+    strategy = get_strategy(cfg.strategy)
+    with strategy.scope():
+        model = build_fusion_model(
+            dataset.modalities, len(dataset.class_names), cfg.fusion, state,
+            embed_dim=cfg.embed_dim, dropout=cfg.dropout, name=cfg.model_name,
+        )
+        model.compile(
+            optimizer=keras.optimizers.Adam(cfg.learning_rate),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+    train_ds = to_tf_dataset(dataset, "train", cfg.batch_size, shuffle=True, seed=cfg.seed)
+    val_ds = to_tf_dataset(dataset, "val", cfg.batch_size)
+    history = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=cfg.epochs,
+        verbose=cfg.verbose,
+        shuffle=False,  # the tf.data pipeline shuffles
+        callbacks=[
+            keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+            keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+        ],
+    )
+    plot_history(history.history, run_dir / "history.png")
+
+    probabilities = _batched_predict(model, dataset, "test", cfg.batch_size)
+    y_true = dataset.splits["test"]["label"]
+    metrics = classification_metrics(y_true, probabilities.argmax(-1), dataset.class_names)
+    metrics.update(fusion=cfg.fusion, modalities=list(dataset.modalities),
+                   train_examples=dataset.num_examples("train"))
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    plot_confusion(metrics["confusion_matrix"], dataset.class_names,
+                   run_dir / "confusion_matrix.png")
+    model.save(run_dir / "model.keras")
+
+    from mmkeras.serving.export import export_saved_model
+
+    export_dir = export_saved_model(model, dataset.modalities, dataset.class_names,
+                                    run_dir / "export", cfg.model_name, cfg.model_version)
+    n = min(VALIDATION_EXAMPLES, len(y_true))
+    sample = {name: dataset.splits["test"][name][:n] for name in dataset.modalities}
+    report = validate_export(export_dir, sample, probabilities[:n],
+                             run_dir / "export_validation.json")
+    if not report.get("ok"):
+        raise RuntimeError(f"exported SavedModel disagrees with the Keras model: {report}")
+    return RunResult(run_dir, metrics, export_dir, time.perf_counter() - start, model)
