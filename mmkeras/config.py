@@ -43,6 +43,7 @@ class Config:
     model_version: int = 1
     output: str | None = None
     runs_dir: str = "runs"
+    strict: bool = False
     verbose: int = 1
 
     def validate(self) -> Config:

@@ -22,6 +22,7 @@ overrides (key=value, values parsed as YAML):
   model_name=NAME model_version=1   export/<model_name>/<model_version>/ layout for TF Serving
   strategy=mirrored          mirrored (all local GPUs, else CPU) | multi_worker | default
   verbose=1                  1: progress bar, 2: one line per epoch
+  strict=false               true: stop at the first bad record (same as --strict)
 
 examples:
   python -m mmkeras.train
@@ -39,6 +40,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--config", help="YAML file with config fields (see overrides below)")
     parser.add_argument("--output", help="run folder (default: runs/<name>-<timestamp>/)")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop at the first bad record instead of skipping and reporting it")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     return parser.parse_args(argv)
 
@@ -65,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides = list(args.overrides)
         if args.output:
             overrides.append(f"output={json.dumps(args.output)}")
+        if args.strict:
+            overrides.append("strict=true")
         cfg = resolve_config(args.config, overrides)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -52,7 +52,11 @@ class ModalitySpec:
 
 @dataclass
 class MultimodalDataset:
-    """Splits of aligned, windowed examples with their modality specs and class names."""
+    """Splits of aligned, windowed examples with their modality specs and class names.
+
+    Each split maps modality names to arrays with one row per example, plus ``"label"`` (int) and
+    any metadata columns (e.g. ``"machine_id"``) that pipelines keep for reporting.
+    """
 
     name: str
     modalities: dict[str, ModalitySpec]
@@ -70,8 +74,8 @@ class MultimodalDataset:
                 f"dataset {self.name!r} has no modality {unknown}; "
                 f"available: {list(self.modalities)}"
             )
-        keep = [*names, "label"]
-        splits = {s: {k: v for k, v in arrays.items() if k in keep or k.startswith("_")}
+        drop = set(self.modalities) - set(names)
+        splits = {s: {k: v for k, v in arrays.items() if k not in drop}
                   for s, arrays in self.splits.items()}
         return MultimodalDataset(
             self.name, {n: self.modalities[n] for n in names}, self.class_names, splits, self.info

@@ -5,7 +5,8 @@ Everything a run produces goes into its run folder:
 ``config.yaml`` (the resolved config), ``preprocessing.json`` (train-split statistics and
 vocabularies), ``history.csv`` and ``history.png``, ``metrics.json`` and ``confusion_matrix.png``
 (test split), ``model.keras``, ``export/<model_name>/<version>/`` (TF Serving SavedModel) and
-``export_validation.json`` (the SavedModel re-loaded in a separate TensorFlow-only process).
+``export_validation.json`` (the SavedModel re-loaded in a separate TensorFlow-only process) and
+``quarantine.csv`` (bad records skipped while building the dataset, one row each with the reason).
 
 A crashed run resumes where it stopped when started again with the same ``--output``:
 ``keras.callbacks.BackupAndRestore`` keeps the last finished epoch in ``backup/``.
@@ -91,7 +92,11 @@ def train(cfg: Config, dataset: MultimodalDataset | None = None) -> RunResult:
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     if dataset is None:
-        dataset = load_dataset(cfg.dataset, **cfg.dataset_args)
+        dataset = load_dataset(cfg.dataset, strict=cfg.strict, **cfg.dataset_args)
+    quarantine = dataset.info.get("quarantine")
+    if quarantine is not None:
+        print(quarantine.summary())
+        quarantine.write(run_dir / "quarantine.csv")
     dataset = dataset.select(cfg.modalities)
     state = fit_preprocessing(dataset, "train")
     (run_dir / "preprocessing.json").write_text(json.dumps(state))
