@@ -1,0 +1,478 @@
+"""Timestamp alignment of irregular sensor streams onto a reference timeline.
+
+:func:`align` resamples one stream ``(timestamps [N], values [N] or [N, C])`` onto a
+reference timeline ``reference [M]`` (another stream's timestamps, or a regular grid from
+:func:`fixed_rate_grid`) and returns :class:`Aligned` ``(values float64 [M, C], mask bool [M])``;
+``values`` is NaN wherever ``mask`` is False. Everything is vectorised numpy.
+
+Time units
+    ``timestamps``, ``reference``, ``tolerance`` and ``offset`` share one unit: either integer
+    nanoseconds (int64, kept exact: all time differences are taken in int64) or float seconds.
+    Mixing integer and float timelines raises ValueError. With int64 timestamps, ``tolerance``
+    and ``offset`` must be whole numbers.
+
+Preparation of the stream (in this order)
+    1. Rows with NaN or inf in any channel (or a non-finite float timestamp) are dropped: they
+       are treated as missing samples, so they never propagate into the output. A step is
+       then filled from the neighbouring finite samples exactly as if the row had never been
+       recorded.
+    2. ``offset`` is added to every timestamp: ``t_aligned = t + offset``. A stream whose clock
+       runs ``o`` ahead of the reference clock is corrected with ``offset=-o``.
+    3. The stream is stable-sorted by timestamp.
+    4. Equal timestamps are merged according to ``duplicates``: ``"mean"`` (channel-wise mean),
+       ``"first"`` / ``"last"`` (first / last in input order) or ``"error"`` (ValueError naming
+       the first duplicated timestamp, how often it occurs and how many timestamps are
+       duplicated). Window methods therefore also see one sample per distinct timestamp.
+
+    An empty stream (or one whose rows are all non-finite) gives an all-missing result of the
+    right shape (``count`` gives zeros).
+
+Point methods (the reference may be in any order; it must be finite)
+    ``"nearest"``
+        The sample closest in time. Ties (a reference step exactly half-way between two
+        samples) go to the EARLIER sample, exactly like ``pandas.merge_asof(...,
+        direction="nearest")``. With ``tolerance``, a step is missing when the distance to the
+        nearest sample is ``> tolerance`` (a distance equal to ``tolerance`` is kept).
+    ``"previous"``
+        Last observation carried forward: the latest sample with ``t <= ref`` (an exact match
+        counts), like ``pandas.merge_asof(..., direction="backward",
+        allow_exact_matches=True)``. Before the first sample, or when ``ref - t > tolerance``,
+        the step is missing.
+    ``"linear"``
+        Linear interpolation between the two bracketing samples, identical to ``numpy.interp``
+        for every reference step inside ``[t_first, t_last]``; outside that range the step is
+        missing (no extrapolation). For int64 timestamps the times are first rebased to the
+        first sample in int64 and then interpolated in float64, i.e. the result equals
+        ``numpy.interp(ref - t[0], t - t[0], x)`` (exact for spans up to 2**53 ns, ~104 days).
+        ``tolerance`` is the largest gap between the two bracketing samples that may be
+        bridged; a wider gap makes the step missing. A step that hits a sample exactly is
+        always kept.
+
+Window methods: ``"mean"``, ``"min"``, ``"max"``, ``"last"``, ``"std"``, ``"count"``
+    Step ``i`` aggregates the samples with ``reference[i] <= t < reference[i + 1]``; the last
+    step uses ``[reference[-1], reference[-1] + step)`` where ``step`` is the median reference
+    step (for an even number of steps, the lower of the two middle ones). The reference must
+    be non-decreasing and have at least two entries. ``std`` is the population standard
+    deviation (ddof=0), ``last`` the latest sample in the interval, ``count`` the number of
+    samples (0, not missing, for an empty interval); all other methods are missing for an
+    empty interval. These mirror the CMU Multimodal SDK collapse functions.
+    ``overlap_weighted=True`` (``mean`` only) treats each sample as holding its value from its
+    timestamp until the next sample's timestamp (the last sample holds for one lower-median
+    sample step; a single sample holds for zero time) and weights it by how long that span
+    overlaps the interval; an interval no sample span overlaps is missing.
+
+:func:`align_streams` aligns several named streams onto one reference with per-stream options;
+:func:`fixed_rate_grid` builds a regular reference (int64 ns from an integer start).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+POINT_METHODS = ("nearest", "previous", "linear")
+WINDOW_METHODS = ("mean", "min", "max", "last", "std", "count")
+METHODS = POINT_METHODS + WINDOW_METHODS
+DUPLICATE_POLICIES = ("mean", "first", "last", "error")
+_ALIGN_KWARGS = frozenset({"method", "tolerance", "offset", "duplicates", "overlap_weighted"})
+_BLOCK = 4096  # sorted-key searchsorted block: keeps each binary search inside the cache
+
+
+class Aligned(NamedTuple):
+    """Aligned stream: ``values`` float64 [M, C] (NaN where missing), ``mask`` bool [M]."""
+
+    values: np.ndarray
+    mask: np.ndarray
+
+
+def fixed_rate_grid(start: float, stop: float, rate: float) -> np.ndarray:
+    """Regular grid ``start, start + 1/rate, ...`` strictly below ``stop``; ``rate`` in Hz.
+
+    An integer ``start`` is read as nanoseconds and gives an int64 grid (each point rounded to
+    the nearest ns, no drift); a float ``start`` gives float64 seconds.
+    """
+    rate = _finite_float("rate", rate)
+    if rate <= 0:
+        raise ValueError(f"rate must be > 0 Hz, got {rate}")
+    integer = isinstance(start, (int, np.integer)) and not isinstance(start, (bool, np.bool_))
+    start_v = _scalar("start", start, integer)
+    stop_v = _scalar("stop", stop, integer)
+    if stop_v < start_v:
+        raise ValueError(f"stop ({stop_v}) must be >= start ({start_v})")
+    if not integer:
+        n = int(np.ceil((stop_v - start_v) * rate)) + 1
+        grid = start_v + np.arange(n) / rate
+        return grid[grid < stop_v]
+    span = stop_v - start_v
+    if rate.is_integer():
+        r = int(rate)
+        n = -(-span * r // 10**9) + 1
+        k = np.arange(n, dtype=np.int64)
+        steps = (k * (2 * 10**9) + r) // (2 * r)  # round half up, exact integer arithmetic
+    else:
+        n = int(np.ceil(span * rate / 1e9)) + 1
+        steps = np.rint(np.arange(n) * 1e9 / rate).astype(np.int64)
+    grid = np.int64(start_v) + steps
+    return grid[grid < stop_v]
+
+
+def align(
+    timestamps: ArrayLike,
+    values: ArrayLike,
+    reference: ArrayLike,
+    method: str = "nearest",
+    tolerance: float | None = None,
+    offset: float = 0,
+    duplicates: str = "mean",
+    *,
+    overlap_weighted: bool = False,
+) -> Aligned:
+    """Align one stream onto ``reference``; see the module docstring for exact semantics.
+
+    Args:
+        timestamps: [N] int64 ns or float seconds (any order).
+        values: [N] or [N, C] samples; 1-D becomes C=1.
+        reference: [M] target timeline in the same unit as ``timestamps``.
+        method: one of ``METHODS``.
+        tolerance: max distance (nearest/previous) or max bridged gap (linear); None = no limit.
+        offset: added to ``timestamps`` before aligning (``-o`` corrects a clock ``o`` ahead).
+        duplicates: ``"mean"``, ``"first"``, ``"last"`` or ``"error"``.
+        overlap_weighted: duration-weighted ``mean`` (see module docstring).
+
+    Returns:
+        :class:`Aligned` with ``values`` [M, C] float64 and ``mask`` [M] bool.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+    if duplicates not in DUPLICATE_POLICIES:
+        raise ValueError(
+            f"unknown duplicates policy {duplicates!r}; use one of {', '.join(DUPLICATE_POLICIES)}"
+        )
+    if overlap_weighted and method != "mean":
+        raise ValueError(f"overlap_weighted=True only applies to method='mean', not {method!r}")
+    if tolerance is not None and method not in POINT_METHODS:
+        raise ValueError(
+            f"tolerance only applies to methods {POINT_METHODS}, not {method!r}; drop it"
+        )
+
+    ref = _times("reference", reference)
+    t = _times("timestamps", timestamps)
+    if t.size == 0:  # an empty list has no unit: take the other timeline's
+        t = t.astype(ref.dtype)
+    elif ref.size == 0:
+        ref = ref.astype(t.dtype)
+    integer = ref.dtype.kind == "i"
+    if (t.dtype.kind == "i") != integer:
+        raise ValueError(
+            f"timestamps are {t.dtype} but reference is {ref.dtype}; both must be int64 "
+            "nanoseconds or both float seconds (convert one, e.g. ns = np.rint(s * 1e9))"
+        )
+    if not integer and not np.isfinite(ref).all():
+        raise ValueError("reference contains NaN or inf; drop those entries first")
+    x = _values(values, t.size)
+    tol = None if tolerance is None else _scalar("tolerance", tolerance, integer)
+    if tol is not None and tol < 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    off = _scalar("offset", offset, integer)
+
+    t, x = _prepare(t, x, off, duplicates, integer)
+    if method in POINT_METHODS:
+        return _align_point(t, x, ref, method, tol, integer)
+    return _align_window(t, x, ref, method, overlap_weighted)
+
+
+def align_streams(
+    streams: Mapping[str, tuple[ArrayLike, ArrayLike]],
+    reference: ArrayLike,
+    methods: Mapping[str, str | Mapping[str, Any]],
+) -> dict[str, Aligned]:
+    """Align several ``name -> (timestamps, values)`` streams onto one ``reference``.
+
+    ``methods[name]`` is a method name, or a dict of :func:`align` keyword arguments
+    (``method``, ``tolerance``, ``offset``, ``duplicates``, ``overlap_weighted``).
+    Every stream needs an entry and every entry a stream.
+    """
+    missing = [name for name in streams if name not in methods]
+    extra = [name for name in methods if name not in streams]
+    if missing or extra:
+        raise ValueError(
+            f"methods must have exactly one entry per stream: missing {missing}, unknown {extra}"
+        )
+    out: dict[str, Aligned] = {}
+    for name, stream in streams.items():
+        if not isinstance(stream, tuple) or len(stream) != 2:
+            raise ValueError(f"stream {name!r} must be a (timestamps, values) tuple")
+        spec = methods[name]
+        kwargs = {"method": spec} if isinstance(spec, str) else dict(spec)
+        unknown = sorted(set(kwargs) - _ALIGN_KWARGS)
+        if unknown:
+            raise ValueError(
+                f"stream {name!r}: unknown align options {unknown}; use {sorted(_ALIGN_KWARGS)}"
+            )
+        try:
+            out[name] = align(stream[0], stream[1], reference, **kwargs)
+        except ValueError as err:
+            raise ValueError(f"stream {name!r}: {err}") from err
+    return out
+
+
+def _times(name: str, arr: ArrayLike) -> np.ndarray:
+    a = np.asarray(arr)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be 1-D [N], got shape {a.shape}; pass a flat array")
+    if a.dtype.kind == "u":
+        if a.size and a.max() > np.iinfo(np.int64).max:
+            raise ValueError(f"{name} has values beyond the int64 range")
+        return a.astype(np.int64)
+    if a.dtype.kind == "i":
+        return a.astype(np.int64, copy=False)
+    if a.dtype.kind == "f":
+        return a.astype(np.float64, copy=False)
+    raise ValueError(
+        f"{name} must be int64 nanoseconds or float seconds, got dtype {a.dtype}; convert "
+        "datetime64 with .astype('datetime64[ns]').view('int64')"
+    )
+
+
+def _values(values: ArrayLike, n: int) -> np.ndarray:
+    try:
+        x = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"values must be numeric: {err}") from err
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2:
+        raise ValueError(f"values must be [N] or [N, C], got shape {x.shape}; reshape to 2-D")
+    if x.shape[0] != n:
+        raise ValueError(
+            f"values has {x.shape[0]} rows but timestamps has {n}; they must match one to one"
+        )
+    return x
+
+
+def _finite_float(name: str, v: Any) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a number, got {v!r}") from err
+    if not np.isfinite(f):
+        raise ValueError(f"{name} must be finite, got {v!r}")
+    return f
+
+
+def _scalar(name: str, v: Any, integer: bool) -> int | float:
+    if isinstance(v, (bool, np.bool_)):
+        raise ValueError(f"{name} must be a number, got {v!r}")
+    if integer and isinstance(v, (int, np.integer)):
+        iv = int(v)
+    elif integer:
+        f = _finite_float(name, v)
+        if not f.is_integer():
+            raise ValueError(
+                f"{name}={v!r} must be a whole number of nanoseconds (timestamps are int64 ns)"
+            )
+        iv = int(f)
+    else:
+        return _finite_float(name, v)
+    if not -(2**63) <= iv < 2**63:
+        raise ValueError(f"{name}={v!r} is outside the int64 nanosecond range")
+    return iv
+
+
+def _prepare(
+    t: np.ndarray, x: np.ndarray, off: int | float, duplicates: str, integer: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Drop non-finite rows, add offset, stable-sort and merge duplicate timestamps."""
+    finite = np.isfinite(x)
+    keep = finite.all(axis=1) if not finite.all() else np.ones(t.size, bool)
+    if not integer:
+        keep &= np.isfinite(t)
+    if not keep.all():
+        t, x = t[keep], x[keep]
+    if off:
+        t = t + (np.int64(off) if integer else off)
+    if t.size > 1 and not (t[1:] >= t[:-1]).all():
+        order = np.argsort(t, kind="stable")
+        t, x = t[order], x[order]
+    if t.size < 2:
+        return t, x
+    new = t[1:] != t[:-1]
+    if new.all():
+        return t, x
+    starts = np.flatnonzero(np.concatenate(([True], new)))
+    counts = np.diff(np.append(starts, t.size))
+    if duplicates == "error":
+        dup = counts > 1
+        first = int(np.argmax(dup))
+        where = f" (after adding offset={off})" if off else ""
+        raise ValueError(
+            f"duplicate timestamp {t[starts[first]].item()}{where} occurs {counts[first]} times; "
+            f"{int(dup.sum())} timestamps are duplicated in total. Pass duplicates='mean', "
+            "'first' or 'last' to merge them"
+        )
+    if duplicates == "first":
+        x = x[starts]
+    elif duplicates == "last":
+        x = x[starts + counts - 1]
+    else:
+        x = np.add.reduceat(x, starts, axis=0) / counts[:, None]
+    return t[starts], x
+
+
+def _count_le(sorted_arr: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """``np.searchsorted(sorted_arr, keys, side="right")``, blockwise when ``keys`` is sorted.
+
+    Each block of sorted keys only searches the slice of ``sorted_arr`` bracketed by its first
+    key and the next block's first key: same result, ~2-3x faster on 10M-sample streams.
+    """
+    if keys.size <= _BLOCK or not (keys[1:] >= keys[:-1]).all():
+        return np.searchsorted(sorted_arr, keys, side="right")
+    out = np.empty(keys.size, np.intp)
+    bounds = np.append(np.searchsorted(sorted_arr, keys[::_BLOCK], side="right"), sorted_arr.size)
+    for i, start in enumerate(range(0, keys.size, _BLOCK)):
+        lo, block = bounds[i], slice(start, start + _BLOCK)
+        found = np.searchsorted(sorted_arr[lo : bounds[i + 1]], keys[block], side="right")
+        np.add(found, lo, out=out[block])
+    return out
+
+
+def _missing(m: int, c: int) -> Aligned:
+    return Aligned(np.full((m, c), np.nan), np.zeros(m, dtype=bool))
+
+
+def _align_point(
+    t: np.ndarray,
+    x: np.ndarray,
+    ref: np.ndarray,
+    method: str,
+    tol: int | float | None,
+    integer: bool,
+) -> Aligned:
+    k, c = x.shape
+    if k == 0 or ref.size == 0:
+        return _missing(ref.size, c)
+    right = _count_le(t, ref)  # first sample with t > ref
+    if method == "linear":
+        out = _missing(ref.size, c)
+        inside = np.flatnonzero((ref >= t[0]) & (ref <= t[-1]))
+        r = ref[inside]
+        lo = right[inside] - 1
+        if tol is not None:
+            hi = np.minimum(lo + 1, k - 1)
+            ok = (t[lo] == r) | (t[hi] - t[lo] <= tol)
+            inside, r = inside[ok], r[ok]
+        if integer:
+            tt, rr = (t - t[0]).astype(np.float64), (r - t[0]).astype(np.float64)
+        else:
+            tt, rr = t, r
+        for ch in range(c):
+            out.values[inside, ch] = np.interp(rr, tt, x[:, ch])
+        out.mask[inside] = True
+        return out
+    # in place on the big arrays: allocation dominates at 10M samples
+    no_back, has_fwd = right == 0, right < k
+    idx = right
+    idx -= 1
+    np.maximum(idx, 0, out=idx)  # last sample with t <= ref (0 when there is none)
+    dist = t.take(idx)
+    np.subtract(ref, dist, out=dist)  # ref - t[idx], in int64 for ns
+    if method == "nearest":
+        # forward sample t[idx + 1] (t[0] before the first sample) wins only when strictly
+        # closer, so ties go to the earlier sample, as in pandas merge_asof
+        fdist = t[min(1, k - 1) :].take(idx, mode="clip")
+        np.copyto(fdist, t[0], where=no_back)
+        np.subtract(fdist, ref, out=fdist)
+        use_fwd = fdist < dist
+        use_fwd |= no_back
+        use_fwd &= has_fwd
+        np.copyto(dist, fdist, where=use_fwd)
+        idx += use_fwd & ~no_back
+        ok = np.ones(ref.size, bool)
+    else:
+        ok = ~no_back
+    if tol is not None:
+        ok &= dist <= tol
+    values = x.take(idx, axis=0)
+    values[np.flatnonzero(~ok)] = np.nan
+    return Aligned(values, ok)
+
+
+def _lower_median(d: np.ndarray) -> Any:
+    mid = (d.size - 1) // 2
+    return np.partition(d, mid)[mid]
+
+
+def _align_window(
+    t: np.ndarray, x: np.ndarray, ref: np.ndarray, method: str, weighted: bool
+) -> Aligned:
+    m, c = ref.size, x.shape[1]
+    if m == 0:
+        return _missing(0, c)
+    if m < 2:
+        raise ValueError(
+            f"window method {method!r} needs at least 2 reference timestamps to infer the "
+            "interval width; pass a longer reference"
+        )
+    steps = np.diff(ref)
+    if (steps < 0).any():
+        raise ValueError(
+            f"window method {method!r} needs a non-decreasing reference; sort it (np.sort)"
+        )
+    edges = np.append(ref, ref[-1] + _lower_median(steps))
+    if weighted:
+        return _overlap_mean(t, x, edges)
+    b = _count_le(edges, t) - 1
+    valid = (b >= 0) & (b < m)
+    b, xv = b[valid], x[valid]
+    counts = np.bincount(b, minlength=m)
+    if method == "count":
+        return Aligned(np.repeat(counts[:, None].astype(np.float64), c, axis=1), np.ones(m, bool))
+    out = _missing(m, c)
+    if b.size == 0:
+        return out
+    starts = np.flatnonzero(np.concatenate(([True], b[1:] != b[:-1])))
+    bins = b[starts]
+    n = counts[bins][:, None]
+    if method == "mean":
+        res = np.add.reduceat(xv, starts, axis=0) / n
+    elif method == "min":
+        res = np.minimum.reduceat(xv, starts, axis=0)
+    elif method == "max":
+        res = np.maximum.reduceat(xv, starts, axis=0)
+    elif method == "last":
+        res = xv[starts + n[:, 0] - 1]
+    else:  # std (population)
+        mean = np.add.reduceat(xv, starts, axis=0) / n
+        dev = xv - np.repeat(mean, n[:, 0], axis=0)
+        res = np.sqrt(np.add.reduceat(dev * dev, starts, axis=0) / n)
+    out.values[bins] = res
+    out.mask[bins] = True
+    return out
+
+
+def _overlap_mean(t: np.ndarray, x: np.ndarray, edges: np.ndarray) -> Aligned:
+    """Duration-weighted mean of a sample-and-hold signal over [edges[i], edges[i + 1])."""
+    m, c = edges.size - 1, x.shape[1]
+    out = _missing(m, c)
+    if t.size == 0:
+        return out
+    end = t[-1] + _lower_median(np.diff(t)) if t.size > 1 else t[-1]
+    # elementary segments: each lies inside one sample span and at most one interval
+    points = np.unique(np.concatenate((t, [end], edges)))
+    a, length = points[:-1], np.diff(points)
+    j = _count_le(t, a) - 1
+    i = _count_le(edges, a) - 1
+    ok = (j >= 0) & (a < end) & (i >= 0) & (i < m)
+    j, i, w = j[ok], i[ok], length[ok].astype(np.float64)
+    if i.size == 0:
+        return out
+    starts = np.flatnonzero(np.concatenate(([True], i[1:] != i[:-1])))
+    bins = i[starts]
+    wsum = np.add.reduceat(w, starts)
+    num = np.add.reduceat(w[:, None] * x[j], starts, axis=0)
+    out.values[bins] = num / wsum[:, None]
+    out.mask[bins] = True
+    return out
