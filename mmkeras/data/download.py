@@ -64,13 +64,15 @@ def fetch(url: str, dest: str | Path, sha256: str) -> Path:
     if dest.is_file() and sha256_file(dest) == sha256:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp:
-        with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 (fixed https URLs)
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name) as bar:
-                for block in iter(lambda: response.read(1 << 20), b""):
-                    tmp.write(block)
-                    bar.update(len(block))
+    with (
+        tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp,
+        urllib.request.urlopen(url, timeout=60) as response,
+    ):
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name) as bar:
+            for block in iter(lambda: response.read(1 << 20), b""):
+                tmp.write(block)
+                bar.update(len(block))
     actual = sha256_file(tmp.name)
     if actual != sha256:
         os.unlink(tmp.name)

@@ -12,8 +12,15 @@ from typing import Any
 import keras
 
 from mmkeras.data.dataset import ModalitySpec
+from mmkeras.data.image import ImageAugmentation
 from mmkeras.data.preprocessing import preprocessing_layers
-from mmkeras.encoders import SpectrogramEncoder, SummaryFeatures, TextEncoder, TimeSeriesEncoder
+from mmkeras.encoders import (
+    ImageEncoder,
+    SpectrogramEncoder,
+    SummaryFeatures,
+    TextEncoder,
+    TimeSeriesEncoder,
+)
 from mmkeras.fusion.early import EarlyFusion
 from mmkeras.fusion.intermediate import IntermediateFusion
 from mmkeras.fusion.late import LateFusion
@@ -27,12 +34,22 @@ def _encoder(spec: ModalitySpec, state: dict[str, Any], embed_dim: int) -> keras
         return TextEncoder(len(state["vocabulary"]) + 2, embed_dim, name=name)
     if spec.kind == "audio":
         return SpectrogramEncoder(embed_dim, name=name)
+    if spec.kind == "image":  # options["augment"]: ImageAugmentation kwargs, training only
+        encoder = ImageEncoder(embed_dim, name=name)
+        augment = spec.options.get("augment")
+        if not augment:
+            return encoder
+        layers = [ImageAugmentation(**augment, name=f"{spec.name}_augmentation"), encoder]
+        return keras.Sequential(layers, name=f"{spec.name}_augmented_encoder")
     return TimeSeriesEncoder(embed_dim, name=name)
 
 
 def _early_features(spec: ModalitySpec, state: dict[str, Any], embed_dim: int):
     if spec.kind == "text":  # text has no fixed numeric summary: a jointly learned embedding
         return TextEncoder(len(state["vocabulary"]) + 2, embed_dim, name=f"{spec.name}_features")
+    if spec.kind == "image":  # the standardised pixels at half resolution
+        pool = [keras.layers.AveragePooling2D(2, padding="same"), keras.layers.Flatten()]
+        return keras.Sequential(pool, name=f"{spec.name}_features")
     long_series = spec.kind == "timeseries" and spec.shape[0] >= 4 * SPECTRAL_BANDS
     bands = SPECTRAL_BANDS if long_series else 0
     return SummaryFeatures(bands=bands, name=f"{spec.name}_features")
