@@ -92,9 +92,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import re
-import shutil
 import tempfile
-import urllib.request
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,7 +103,7 @@ import tensorflow as tf
 
 from mmkeras.data.audio import LogMelSpectrogram, decode_wav, pad_or_crop, read_audio
 from mmkeras.data.dataset import ModalitySpec, MultimodalDataset
-from mmkeras.data.download import cache_root, folder_digest, local_data
+from mmkeras.data.download import cache_root, download, folder_digest, local_data
 from mmkeras.data.image import fit_image_stats, standardize_images
 from mmkeras.data.quarantine import Quarantine
 from mmkeras.data.standardize import Standardizer
@@ -147,11 +145,6 @@ class Pair(NamedTuple):
 
 
 # ---------------------------------------------------------------------------- data location
-def _download(url: str, dest: Path) -> None:
-    with urllib.request.urlopen(url, timeout=60) as response, dest.open("wb") as out:
-        shutil.copyfileobj(response, out)
-
-
 def _payload_sha256(path: Path) -> str | None:
     """sha256 of a gzip file's decompressed content (None if it is not valid gzip)."""
     digest = hashlib.sha256()
@@ -170,7 +163,7 @@ def _download_fsdd(recordings: Path) -> None:
     with tempfile.TemporaryDirectory(dir=recordings.parent) as tmp:
         archive, staging = Path(tmp) / "fsdd.zip", Path(tmp) / "recordings"
         print(f"downloading FSDD from {FSDD_URL}")
-        _download(FSDD_URL, archive)
+        download(FSDD_URL, archive)
         staging.mkdir()
         with zipfile.ZipFile(archive) as zf:
             for member in zf.namelist():
@@ -196,7 +189,7 @@ def _download_mnist(folder: Path) -> None:
             continue
         part = dest.with_name(name + ".part")
         print(f"downloading {MNIST_MIRROR + name}")
-        _download(MNIST_MIRROR + name, part)
+        download(MNIST_MIRROR + name, part)
         actual = _payload_sha256(part)
         if actual != expected:
             part.unlink()

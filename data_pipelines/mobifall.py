@@ -87,7 +87,6 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
-import urllib.request
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -96,6 +95,7 @@ from typing import Any
 
 import numpy as np
 
+from mmkeras.data import download as dl
 from mmkeras.data.align import align, fixed_rate_grid
 from mmkeras.data.dataset import ModalitySpec, MultimodalDataset
 from mmkeras.data.download import cache_root, folder_digest, local_data
@@ -435,16 +435,11 @@ def download(dest: str | Path, url: str = ARCHIVE_URL, digest: str = SUBSET_DIGE
     zip: :func:`~mmkeras.data.download.folder_digest` of the extracted subset must equal
     ``digest``. The subset is built in a temporary folder and renamed into place once verified.
     """
-    from tqdm.auto import tqdm
-
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".mobifall-") as tmp:
         archive, subset = Path(tmp) / "archive.zip", Path(tmp) / "mobifall_v2"
-        with urllib.request.urlopen(url, timeout=60) as response, archive.open("wb") as out:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm.wrapattr(response, "read", total=total, desc="MobiFall archive") as src:
-                shutil.copyfileobj(src, out, 1 << 20)
+        dl.download(url, archive)
         with zipfile.ZipFile(archive) as zf:
             for member in zf.namelist():
                 m = _SUBSET_MEMBER.match(member)

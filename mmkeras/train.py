@@ -74,9 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from mmkeras.data.quarantine import BadRecordError
     from mmkeras.training.trainer import train
 
-    result = train(cfg)
+    try:
+        result = train(cfg)
+    except (BadRecordError, ConnectionError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(summary(cfg, result))
     return 0
 

@@ -1,8 +1,9 @@
 """Find a dataset locally (``MMKERAS_DATA_DIR``) or download it with checksum verification.
 
 Loaders first look in ``$MMKERAS_DATA_DIR/<subdir>``; users without a local copy get the upstream
-files downloaded into ``$MMKERAS_CACHE`` (default ``~/.cache/mmkeras``) and verified by sha256
-before use. Tests here always use local copies.
+files downloaded (:func:`download`) into ``$MMKERAS_CACHE`` (default ``~/.cache/mmkeras``) and
+verified by sha256 (:func:`sha256_file`) or content digest (:func:`folder_digest`) before use.
+Tests here always use local copies.
 
 Example:
     >>> digest = folder_digest("fsdd/recordings", "*.wav")   # doctest: +SKIP
@@ -13,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -54,32 +54,27 @@ def folder_digest(folder: str | Path, pattern: str = "*") -> str:
     return digest.hexdigest()
 
 
-def fetch(url: str, dest: str | Path, sha256: str) -> Path:
-    """Download ``url`` to ``dest`` (with a progress bar) unless present; verify its sha256.
+def download(url: str, dest: str | Path) -> Path:
+    """Stream ``url`` into ``dest`` with a progress bar; a failed download leaves no ``dest``.
 
-    A partial or corrupted download never reaches ``dest``: it is written to a temporary file
-    and renamed only after the checksum matches.
+    Callers verify the content (sha256 or :func:`folder_digest`) before using it.
+
+    Raises:
+        ConnectionError: naming the URL and how to proceed without network access.
     """
     dest = Path(dest)
-    if dest.is_file() and sha256_file(dest) == sha256:
-        return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with (
-        tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp,
-        urllib.request.urlopen(url, timeout=60) as response,
-    ):
-        total = int(response.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name) as bar:
-            for block in iter(lambda: response.read(1 << 20), b""):
-                tmp.write(block)
-                bar.update(len(block))
-    actual = sha256_file(tmp.name)
-    if actual != sha256:
-        os.unlink(tmp.name)
-        raise ValueError(
-            f"checksum mismatch for {url}: expected sha256 {sha256}, got {actual}; the upstream "
-            "file changed or the download was corrupted. Retry, or place a verified copy in "
-            "MMKERAS_DATA_DIR."
-        )
-    shutil.move(tmp.name, dest)
+    partial = dest.with_name(dest.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, partial.open("wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm.wrapattr(response, "read", total=total, desc=dest.name) as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+    except OSError as err:  # URLError, timeouts and resets are OSErrors
+        partial.unlink(missing_ok=True)
+        raise ConnectionError(
+            f"could not download {url}: {err}. Without network access, put a local copy of the "
+            "dataset under $MMKERAS_DATA_DIR (see the dataset module's docstring for the layout)."
+        ) from err
+    partial.replace(dest)
     return dest
