@@ -1,0 +1,90 @@
+"""`python -m mmkeras.train` end to end, then the SavedModel in a TensorFlow-only process."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from mmkeras.layers import load_model
+from tests.conftest import TINY_MACHINE
+
+SERVE_SCRIPT = """
+import sys, json
+import numpy as np
+import tensorflow as tf
+model = tf.saved_model.load(sys.argv[1])
+fn = model.signatures["serving_default"]
+data = np.load(sys.argv[2])
+out = fn(**{k: tf.constant(data[k]) for k in data.files})
+np.save(sys.argv[3], out["probabilities"].numpy())
+names = [n.decode() for n in out["class_name"].numpy()]
+print(json.dumps({"names": names,
+                  "imported": sorted(m for m in sys.modules if m.split(".")[0] == "mmkeras")}))
+"""
+
+
+def _run(args, env, cwd):
+    return subprocess.run([sys.executable, "-m", "mmkeras.train", *args], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=900, check=False)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, cache_dir):
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    env = {**os.environ, "MMKERAS_CACHE": str(cache_dir)}
+    args = [f"dataset_args.{k}={v}" for k, v in TINY_MACHINE.items()]
+    proc = _run([*args, "epochs=2", "verbose=2", "model_name=tiny", "--output", str(out)],
+                env, out.parent)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert str(out) in proc.stdout and "test accuracy" in proc.stdout
+    return out
+
+
+def test_run_folder_contents(run_dir):
+    for name in ("config.yaml", "metrics.json", "history.csv", "model.keras", "history.png",
+                 "confusion_matrix.png", "preprocessing.json", "export_validation.json"):
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "export" / "tiny" / "1" / "saved_model.pb").is_file()
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert cfg["epochs"] == 2 and cfg["fusion"] == "intermediate"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(metrics["per_class"]) == {"normal", "bearing_wear", "imbalance", "overheating"}
+    cm = np.asarray(metrics["confusion_matrix"])
+    assert cm.shape == (4, 4) and cm.sum() == metrics["num_examples"]
+    assert metrics["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+    history = (run_dir / "history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch") and len(history) == 3
+    assert not (run_dir / "backup").exists(), "backup should be removed after a finished run"
+
+
+def test_saved_model_matches_keras_in_a_separate_process(run_dir, tiny_machine, tmp_path):
+    test = tiny_machine.splits["test"]
+    names = list(tiny_machine.modalities)
+    inputs = {k: (test[k].astype(str) if test[k].dtype == object else test[k]) for k in names}
+    model = load_model(run_dir / "model.keras")
+    expected = model.predict({k: test[k] for k in names}, verbose=0)
+    np.savez(tmp_path / "inputs.npz", **inputs)
+    (tmp_path / "serve.py").write_text(SERVE_SCRIPT)
+    proc = subprocess.run(
+        [sys.executable, str(tmp_path / "serve.py"), str(run_dir / "export" / "tiny" / "1"),
+         str(tmp_path / "inputs.npz"), str(tmp_path / "probs.npy")],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["imported"] == []
+    served = np.load(tmp_path / "probs.npy")
+    assert served.shape == expected.shape == (len(test["label"]), 4)
+    assert np.max(np.abs(served - expected)) < 1e-5
+    assert report["names"] == [tiny_machine.class_names[i] for i in expected.argmax(-1)]
+
+
+def test_help_and_bad_override(tmp_path):
+    proc = _run(["--help"], os.environ, tmp_path)
+    assert proc.returncode == 0 and "fusion=intermediate" in proc.stdout
+    proc = _run(["fusion=middle"], os.environ, tmp_path)
+    assert proc.returncode == 2 and "fusion" in proc.stderr and "early" in proc.stderr
