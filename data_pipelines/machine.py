@@ -425,7 +425,7 @@ def _write_run(
 def generate(
     cache_dir: str | Path | None = None,
     seed: int = 0,
-    n_machines: int = 32,
+    n_machines: int = 64,
     runs_per_machine: int = 2,
     duration_s: float = 30.0,
     progress: bool = True,
@@ -605,7 +605,7 @@ def load_windows(
 def load(
     cache_dir: str | Path | None = None,
     seed: int = 0,
-    n_machines: int = 32,
+    n_machines: int = 64,
     runs_per_machine: int = 2,
     duration_s: float = 30.0,
     window_s: float = 1.0,
@@ -636,7 +636,11 @@ def load(
             "vibration",
             "timeseries",
             windows["vibration"].shape[1:],
-            options={"rate_hz": STREAM_RATES["vibration"], "channels": ["x", "y", "z"]},
+            options={
+                "rate_hz": STREAM_RATES["vibration"],
+                "channels": ["x", "y", "z"],
+                "spectrogram": {"n_fft": 256, "hop_length": 64},
+            },
         ),
         "audio": ModalitySpec(
             "audio",
@@ -656,6 +660,7 @@ def load(
             options={
                 "rate_hz": STREAM_RATES["environment"],
                 "channels": ["temperature_c", "humidity_pct"],
+                "differences": True,
             },
         ),
         "notes": ModalitySpec("notes", "text", (), "string"),

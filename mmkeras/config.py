@@ -33,8 +33,11 @@ class Config:
     modalities: list[str] | None = None
     fusion: str = "intermediate"
     embed_dim: int = 64
-    dropout: float = 0.1
-    epochs: int = 15
+    dropout: float = 0.3
+    modality_dropout: float = 0.3
+    weight_decay: float = 0.01
+    early_stopping: int = 5
+    epochs: int = 20
     batch_size: int = 64
     learning_rate: float = 2e-3
     seed: int = 0
@@ -53,8 +56,10 @@ class Config:
         for name in ("epochs", "batch_size", "embed_dim", "model_version"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"config field {name!r} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"config field 'dropout' must be in [0, 1), got {self.dropout}")
+        for name in ("dropout", "modality_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                value = getattr(self, name)
+                raise ValueError(f"config field {name!r} must be in [0, 1), got {value}")
         if self.modalities is not None and not self.modalities:
             raise ValueError("config field 'modalities' is empty: name at least one modality")
         if self.strategy not in ("mirrored", "multi_worker", "default"):

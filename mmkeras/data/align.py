@@ -67,7 +67,7 @@ Window methods: ``"mean"``, ``"min"``, ``"max"``, ``"last"``, ``"std"``, ``"coun
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -78,7 +78,7 @@ WINDOW_METHODS = ("mean", "min", "max", "last", "std", "count")
 METHODS = POINT_METHODS + WINDOW_METHODS
 DUPLICATE_POLICIES = ("mean", "first", "last", "error")
 _ALIGN_KWARGS = frozenset({"method", "tolerance", "offset", "duplicates", "overlap_weighted"})
-_BLOCK = 4096  # sorted-key searchsorted block: keeps each binary search inside the cache
+_BLOCK = 16384  # reference steps per block: binary searches and temporaries stay in cache
 
 
 class Aligned(NamedTuple):
@@ -285,20 +285,23 @@ def _scalar(name: str, v: Any, integer: bool) -> int | float:
 def _prepare(
     t: np.ndarray, x: np.ndarray, off: int | float, duplicates: str, integer: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Drop non-finite rows, add offset, stable-sort and merge duplicate timestamps."""
-    finite = np.isfinite(x)
-    keep = finite.all(axis=1) if not finite.all() else np.ones(t.size, bool)
-    if not integer:
-        keep &= np.isfinite(t)
-    if not keep.all():
+    """Drop non-finite rows, add offset, stable-sort and merge duplicate timestamps.
+
+    Already clean streams (all finite, strictly increasing: the usual case) are returned
+    without copies after two cheap passes.
+    """
+    keep = None if np.isfinite(x).all() else np.isfinite(x).all(axis=1)
+    if not integer and not np.isfinite(t).all():
+        keep = np.isfinite(t) if keep is None else keep & np.isfinite(t)
+    if keep is not None:
         t, x = t[keep], x[keep]
     if off:
         t = t + (np.int64(off) if integer else off)
-    if t.size > 1 and not (t[1:] >= t[:-1]).all():
+    if t.size < 2 or (t[1:] > t[:-1]).all():  # sorted, no duplicates
+        return t, x
+    if not (t[1:] >= t[:-1]).all():
         order = np.argsort(t, kind="stable")
         t, x = t[order], x[order]
-    if t.size < 2:
-        return t, x
     new = t[1:] != t[:-1]
     if new.all():
         return t, x
@@ -322,20 +325,37 @@ def _prepare(
     return t[starts], x
 
 
-def _count_le(sorted_arr: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """``np.searchsorted(sorted_arr, keys, side="right")``, blockwise when ``keys`` is sorted.
+def _search_blocks(
+    sorted_arr: np.ndarray, keys: np.ndarray
+) -> Iterator[tuple[slice, np.ndarray]]:
+    """Yield ``(block, np.searchsorted(sorted_arr, keys[block], side="right"))`` per key block.
 
-    Each block of sorted keys only searches the slice of ``sorted_arr`` bracketed by its first
-    key and the next block's first key: same result, ~2-3x faster on 10M-sample streams.
+    When ``keys`` is sorted, each block only searches the slice of ``sorted_arr`` bracketed by
+    its first key and the next block's first key: same result, ~1.5x faster than one call on
+    10M-sample streams (the binary searches stay inside the cache).
     """
-    if keys.size <= _BLOCK or not (keys[1:] >= keys[:-1]).all():
+    ascending = keys.size > _BLOCK and bool((keys[1:] >= keys[:-1]).all())
+    if ascending:
+        firsts = np.searchsorted(sorted_arr, keys[::_BLOCK], side="right")
+        bounds = np.append(firsts, sorted_arr.size)
+    for i, start in enumerate(range(0, keys.size, _BLOCK)):
+        block = slice(start, start + _BLOCK)
+        if ascending:
+            lo = bounds[i]
+            found = np.searchsorted(sorted_arr[lo : bounds[i + 1]], keys[block], side="right")
+            found += lo
+        else:
+            found = np.searchsorted(sorted_arr, keys[block], side="right")
+        yield block, found
+
+
+def _count_le(sorted_arr: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """``np.searchsorted(sorted_arr, keys, side="right")``, computed by :func:`_search_blocks`."""
+    if keys.size <= _BLOCK:
         return np.searchsorted(sorted_arr, keys, side="right")
     out = np.empty(keys.size, np.intp)
-    bounds = np.append(np.searchsorted(sorted_arr, keys[::_BLOCK], side="right"), sorted_arr.size)
-    for i, start in enumerate(range(0, keys.size, _BLOCK)):
-        lo, block = bounds[i], slice(start, start + _BLOCK)
-        found = np.searchsorted(sorted_arr[lo : bounds[i + 1]], keys[block], side="right")
-        np.add(found, lo, out=out[block])
+    for block, found in _search_blocks(sorted_arr, keys):
+        out[block] = found
     return out
 
 
@@ -354,50 +374,78 @@ def _align_point(
     k, c = x.shape
     if k == 0 or ref.size == 0:
         return _missing(ref.size, c)
+    if method != "linear":
+        return _align_asof(t, x, ref, method == "nearest", tol, integer)
     right = _count_le(t, ref)  # first sample with t > ref
-    if method == "linear":
-        out = _missing(ref.size, c)
-        inside = np.flatnonzero((ref >= t[0]) & (ref <= t[-1]))
-        r = ref[inside]
-        lo = right[inside] - 1
-        if tol is not None:
-            hi = np.minimum(lo + 1, k - 1)
-            ok = (t[lo] == r) | (t[hi] - t[lo] <= tol)
-            inside, r = inside[ok], r[ok]
-        if integer:
-            tt, rr = (t - t[0]).astype(np.float64), (r - t[0]).astype(np.float64)
-        else:
-            tt, rr = t, r
-        for ch in range(c):
-            out.values[inside, ch] = np.interp(rr, tt, x[:, ch])
-        out.mask[inside] = True
-        return out
-    # in place on the big arrays: allocation dominates at 10M samples
-    no_back, has_fwd = right == 0, right < k
-    idx = right
-    idx -= 1
-    np.maximum(idx, 0, out=idx)  # last sample with t <= ref (0 when there is none)
-    dist = t.take(idx)
-    np.subtract(ref, dist, out=dist)  # ref - t[idx], in int64 for ns
-    if method == "nearest":
-        # forward sample t[idx + 1] (t[0] before the first sample) wins only when strictly
-        # closer, so ties go to the earlier sample, as in pandas merge_asof
-        fdist = t[min(1, k - 1) :].take(idx, mode="clip")
-        np.copyto(fdist, t[0], where=no_back)
-        np.subtract(fdist, ref, out=fdist)
-        use_fwd = fdist < dist
-        use_fwd |= no_back
-        use_fwd &= has_fwd
-        np.copyto(dist, fdist, where=use_fwd)
-        idx += use_fwd & ~no_back
-        ok = np.ones(ref.size, bool)
-    else:
-        ok = ~no_back
+    out = _missing(ref.size, c)
+    inside = np.flatnonzero((ref >= t[0]) & (ref <= t[-1]))
+    r = ref[inside]
+    lo = right[inside] - 1
     if tol is not None:
-        ok &= dist <= tol
-    values = x.take(idx, axis=0)
-    values[np.flatnonzero(~ok)] = np.nan
-    return Aligned(values, ok)
+        hi = np.minimum(lo + 1, k - 1)
+        ok = (t[lo] == r) | (t[hi] - t[lo] <= tol)
+        inside, r = inside[ok], r[ok]
+    if integer:
+        tt, rr = (t - t[0]).astype(np.float64), (r - t[0]).astype(np.float64)
+    else:
+        tt, rr = t, r
+    for ch in range(c):
+        out.values[inside, ch] = np.interp(rr, tt, x[:, ch])
+    out.mask[inside] = True
+    return out
+
+
+def _align_asof(
+    t: np.ndarray,
+    x: np.ndarray,
+    ref: np.ndarray,
+    nearest: bool,
+    tol: int | float | None,
+    integer: bool,
+) -> Aligned:
+    """``nearest`` / ``previous`` onto ``ref`` (``t`` sorted, unique, non-empty).
+
+    One block of reference steps at a time, written straight into the output, so every
+    temporary stays cache-sized. Missing neighbours need no masks: ``back = -1`` (no sample
+    with ``t <= ref``) reads ``t[0] > ref`` through ``mode="clip"``, so ``ref - t[back] < 0``;
+    a forward index past the end reads ``t[-1] <= ref``, so ``t[right] - ref <= 0``.
+    """
+    m, c = ref.size, x.shape[1]
+    values = np.empty((m, c))
+    mask = np.empty(m, bool)
+    for block, right in _search_blocks(t, ref):
+        r, ok = ref[block], mask[block]
+        back = right - 1  # last sample with t <= ref
+        if nearest or tol is not None:
+            dist = t.take(back, mode="clip")
+            np.subtract(r, dist, out=dist)
+        if nearest:
+            fdist = t.take(right, mode="clip")
+            np.subtract(fdist, r, out=fdist)
+            if integer:  # int64 ns read as uint64: a negative distance exceeds every real one
+                dist, fdist = dist.view(np.uint64), fdist.view(np.uint64)
+                use_fwd = fdist < dist  # strictly closer: ties go to the earlier sample
+                np.minimum(dist, fdist, out=dist)
+            else:
+                use_fwd = (fdist > 0) & ((fdist < dist) | (dist < 0))
+                np.copyto(dist, fdist, where=use_fwd)
+            back += use_fwd
+            if tol is None:
+                ok[...] = True
+            else:
+                np.less_equal(dist, tol, out=ok)
+        elif tol is None:
+            np.greater(right, 0, out=ok)
+        elif integer:
+            np.less_equal(dist.view(np.uint64), tol, out=ok)
+        else:
+            np.greater_equal(dist, 0, out=ok)
+            ok &= dist <= tol
+        out = values[block]
+        np.take(x, back, axis=0, out=out, mode="clip")
+        if not ok.all():
+            out[np.flatnonzero(~ok)] = np.nan  # integer rows: faster than a boolean mask
+    return Aligned(values, mask)
 
 
 def _lower_median(d: np.ndarray) -> Any:

@@ -2,7 +2,8 @@
 
 :func:`fit_preprocessing` makes one pass over the training split and returns, per modality, a
 JSON-serialisable state: standardisation statistics (per channel for time series and images, per
-mel band of the log-mel spectrogram for audio) or the text vocabulary.
+mel band of the log-mel spectrogram for audio, per channel and frequency bin of the log power
+spectrogram for time series whose spec asks for one) or the text vocabulary.
 :func:`preprocessing_layers` turns a state into Keras layers that sit at the start of the model,
 so the exported model consumes raw values.
 
@@ -21,15 +22,34 @@ import numpy as np
 
 from mmkeras.data.audio import LogMelSpectrogram
 from mmkeras.data.dataset import ModalitySpec, MultimodalDataset
+from mmkeras.data.sensor import AppendDifferences, LogPowerSpectrogram
 from mmkeras.data.standardize import Standardizer, fit_stats
 
 TEXT_DEFAULTS = {"max_tokens": 5000, "sequence_length": 32}
 LOGMEL_KEYS = ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin", "fmax")
 
 
-def _logmel_layer(spec: ModalitySpec) -> LogMelSpectrogram:
-    kwargs = {k: spec.options[k] for k in LOGMEL_KEYS if k in spec.options}
-    return LogMelSpectrogram(**kwargs, name=f"{spec.name}_logmel")
+def is_spectral(spec: ModalitySpec) -> bool:
+    """Whether the modality reaches its encoder as a spectrogram ``[frames, features]``."""
+    return spec.kind == "audio" or bool(spec.options.get("spectrogram"))
+
+
+def fixed_transform(spec: ModalitySpec) -> keras.layers.Layer | None:
+    """The fixed (not fitted) layer applied to a modality's raw input before standardisation.
+
+    Audio: :class:`LogMelSpectrogram` (``sample_rate``, ``n_fft``, ``hop_length``, ``n_mels``,
+    ``fmin``, ``fmax`` from ``spec.options``). Time series with ``options["spectrogram"] =
+    {"n_fft": ..., "hop_length": ...}``: :class:`LogPowerSpectrogram`; with
+    ``options["differences"] = True``: :class:`AppendDifferences`.
+    """
+    if spec.kind == "audio":
+        kwargs = {k: spec.options[k] for k in LOGMEL_KEYS if k in spec.options}
+        return LogMelSpectrogram(**kwargs, name=f"{spec.name}_logmel")
+    if spec.kind == "timeseries" and spec.options.get("spectrogram"):
+        return LogPowerSpectrogram(**spec.options["spectrogram"], name=f"{spec.name}_spectrogram")
+    if spec.kind == "timeseries" and spec.options.get("differences"):
+        return AppendDifferences(name=f"{spec.name}_differences")
+    return None
 
 
 def _batches(array: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
@@ -45,17 +65,13 @@ def fit_preprocessing(
     state: dict[str, dict[str, Any]] = {}
     for name, spec in dataset.modalities.items():
         data = arrays[name]
-        if spec.kind in ("timeseries", "image"):
+        if spec.kind != "text":
+            transform = fixed_transform(spec)
             batches = (b.astype(np.float32) for b in _batches(data, batch_size))
+            if transform is not None:
+                batches = (keras.ops.convert_to_numpy(transform(b)) for b in batches)
             state[name] = {"standardizer": fit_stats(batches).to_dict()}
-        elif spec.kind == "audio":
-            logmel = _logmel_layer(spec)
-            batches = (
-                keras.ops.convert_to_numpy(logmel(b.astype(np.float32)))
-                for b in _batches(data, batch_size)
-            )
-            state[name] = {"standardizer": fit_stats(batches).to_dict()}
-        else:  # text
+        else:
             options = {**TEXT_DEFAULTS, **spec.options}
             vectorizer = keras.layers.TextVectorization(max_tokens=options["max_tokens"])
             vectorizer.adapt(np.asarray(data, dtype=object).astype(str), batch_size=batch_size)
@@ -75,6 +91,5 @@ def preprocessing_layers(spec: ModalitySpec, state: dict[str, Any]) -> list[kera
             name=f"{spec.name}_tokens",
         )]
     scale = Standardizer.from_dict(state["standardizer"]).to_layer(name=f"{spec.name}_standardize")
-    if spec.kind == "audio":
-        return [_logmel_layer(spec), scale]
-    return [scale]
+    transform = fixed_transform(spec)
+    return [scale] if transform is None else [transform, scale]

@@ -13,7 +13,7 @@ import keras
 
 from mmkeras.data.dataset import ModalitySpec
 from mmkeras.data.image import ImageAugmentation
-from mmkeras.data.preprocessing import preprocessing_layers
+from mmkeras.data.preprocessing import is_spectral, preprocessing_layers
 from mmkeras.encoders import (
     ImageEncoder,
     SpectrogramEncoder,
@@ -24,6 +24,7 @@ from mmkeras.encoders import (
 from mmkeras.fusion.early import EarlyFusion
 from mmkeras.fusion.intermediate import IntermediateFusion
 from mmkeras.fusion.late import LateFusion
+from mmkeras.fusion.modality_dropout import ModalityDropout
 
 SPECTRAL_BANDS = 16
 
@@ -32,7 +33,7 @@ def _encoder(spec: ModalitySpec, state: dict[str, Any], embed_dim: int) -> keras
     name = f"{spec.name}_encoder"
     if spec.kind == "text":
         return TextEncoder(len(state["vocabulary"]) + 2, embed_dim, name=name)
-    if spec.kind == "audio":
+    if is_spectral(spec):  # audio, spectral time series
         return SpectrogramEncoder(embed_dim, name=name)
     if spec.kind == "image":  # options["augment"]: ImageAugmentation kwargs, training only
         encoder = ImageEncoder(embed_dim, name=name)
@@ -50,7 +51,8 @@ def _early_features(spec: ModalitySpec, state: dict[str, Any], embed_dim: int):
     if spec.kind == "image":  # the standardised pixels at half resolution
         pool = [keras.layers.AveragePooling2D(2, padding="same"), keras.layers.Flatten()]
         return keras.Sequential(pool, name=f"{spec.name}_features")
-    long_series = spec.kind == "timeseries" and spec.shape[0] >= 4 * SPECTRAL_BANDS
+    long_series = (spec.kind == "timeseries" and not is_spectral(spec)
+                   and spec.shape[0] >= 4 * SPECTRAL_BANDS)
     bands = SPECTRAL_BANDS if long_series else 0
     return SummaryFeatures(bands=bands, name=f"{spec.name}_features")
 
@@ -62,6 +64,7 @@ def build_fusion_model(
     preprocessing: dict[str, dict[str, Any]],
     embed_dim: int = 64,
     dropout: float = 0.1,
+    modality_dropout: float = 0.0,
     name: str = "mmkeras_model",
 ) -> keras.Model:
     """Functional model taking ``{modality: raw tensor}`` and returning class probabilities.
@@ -69,6 +72,8 @@ def build_fusion_model(
     ``fusion`` is ``early`` (fixed per-modality summaries concatenated before a shared network),
     ``intermediate`` (learned per-modality encoders, embeddings concatenated, shared head) or
     ``late`` (one classifier per modality, probabilities averaged with learned weights).
+    ``modality_dropout`` > 0 drops whole modalities at random while training (early and
+    intermediate fusion; see :class:`ModalityDropout`).
     """
     inputs: dict[str, keras.KerasTensor] = {}
     branches = []
@@ -88,6 +93,8 @@ def build_fusion_model(
         ]
         outputs = LateFusion(name="late_fusion")(probabilities)
     else:
+        if modality_dropout and len(branches) > 1:
+            branches = ModalityDropout(modality_dropout, name="modality_dropout")(branches)
         if fusion == "early":
             x = EarlyFusion(name="early_fusion")(branches)
             x = keras.layers.Dense(2 * embed_dim, activation="relu", name="shared_dense")(x)

@@ -105,13 +105,22 @@ def train(cfg: Config, dataset: MultimodalDataset | None = None) -> RunResult:
     with strategy.scope():
         model = build_fusion_model(
             dataset.modalities, len(dataset.class_names), cfg.fusion, state,
-            embed_dim=cfg.embed_dim, dropout=cfg.dropout, name=cfg.model_name,
+            embed_dim=cfg.embed_dim, dropout=cfg.dropout,
+            modality_dropout=cfg.modality_dropout, name=cfg.model_name,
         )
         model.compile(
-            optimizer=keras.optimizers.Adam(cfg.learning_rate),
+            optimizer=keras.optimizers.AdamW(cfg.learning_rate, weight_decay=cfg.weight_decay),
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
         )
+    callbacks = [
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+    ]
+    if cfg.early_stopping:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            "val_loss", patience=cfg.early_stopping, restore_best_weights=True, verbose=1
+        ))
     train_ds = to_tf_dataset(dataset, "train", cfg.batch_size, shuffle=True, seed=cfg.seed)
     val_ds = to_tf_dataset(dataset, "val", cfg.batch_size)
     history = model.fit(
@@ -120,10 +129,7 @@ def train(cfg: Config, dataset: MultimodalDataset | None = None) -> RunResult:
         epochs=cfg.epochs,
         verbose=cfg.verbose,
         shuffle=False,  # the tf.data pipeline shuffles
-        callbacks=[
-            keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
-            keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
-        ],
+        callbacks=callbacks,
     )
     plot_history(history.history, run_dir / "history.png")
 
