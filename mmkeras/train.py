@@ -18,7 +18,9 @@ overrides (key=value, values parsed as YAML):
   dataset_args.n_machines=8  arguments of that dataset's load()
   fusion=intermediate        early | intermediate | late
   modalities=[audio]         train on a subset of modalities (default: all)
-  epochs=15 batch_size=64 learning_rate=0.002 seed=0 embed_dim=64
+  epochs=20 batch_size=64 learning_rate=0.002 seed=0 embed_dim=64
+  dropout=0.3 modality_dropout=0.3 weight_decay=0.01
+  early_stopping=5           patience in epochs on validation loss, best weights kept; 0: off
   model_name=NAME model_version=1   export/<model_name>/<model_version>/ layout for TF Serving
   strategy=mirrored          mirrored (all local GPUs, else CPU) | multi_worker | default
   verbose=1                  1: progress bar, 2: one line per epoch

@@ -7,7 +7,13 @@ import pytest
 from mmkeras.data.dataset import to_tf_dataset
 from mmkeras.data.preprocessing import fit_preprocessing
 from mmkeras.encoders import SpectrogramEncoder, SummaryFeatures, TextEncoder, TimeSeriesEncoder
-from mmkeras.fusion import EarlyFusion, IntermediateFusion, LateFusion, build_fusion_model
+from mmkeras.fusion import (
+    EarlyFusion,
+    IntermediateFusion,
+    LateFusion,
+    ModalityDropout,
+    build_fusion_model,
+)
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +53,7 @@ def test_fusion_variant_trains_and_round_trips(fusion, tiny_machine, state, tmp_
         EarlyFusion(),
         IntermediateFusion("gated"),
         LateFusion(),
+        ModalityDropout(0.3, seed=2),
     ],
 )
 def test_layer_config_round_trip(layer):
@@ -68,3 +75,14 @@ def test_late_fusion_starts_as_plain_average():
     p1 = keras.ops.convert_to_tensor([[1.0, 0.0]])
     p2 = keras.ops.convert_to_tensor([[0.0, 1.0]])
     np.testing.assert_allclose(LateFusion()([p1, p2]), [[0.5, 0.5]])
+
+
+def test_modality_dropout_training_only_and_never_all():
+    drop = ModalityDropout(0.6, seed=1)
+    a, b, c = (keras.ops.ones((500, 4)) for _ in range(3))
+    same = drop([a, b, c], training=False)
+    assert all(np.array_equal(keras.ops.convert_to_numpy(t), np.ones((500, 4))) for t in same)
+    kept = np.stack([keras.ops.convert_to_numpy(t)[:, 0] for t in drop([a, b, c], training=True)])
+    assert set(np.unique(kept)) == {0.0, 1.0}
+    assert kept.sum(axis=0).min() >= 1, "an example lost every modality"
+    assert 0.3 < 1 - kept.mean() < 0.6  # ~rate, less the rescued examples
