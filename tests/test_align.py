@@ -399,3 +399,26 @@ def test_mobifall_acc_onto_gyro_equals_pandas(mobifall_dir, trial):
         assert got.mask.mean() > 0.8  # most gyro steps find an acc sample
     if "STU" in trial:  # the gappy trial (212 ms hole) must leave steps missing at 10 ms
         assert not align(t_acc, acc, t_gyro, "nearest", tolerance=tol).mask.all()
+
+
+def test_large_sorted_inputs_take_the_merge_path_and_agree_with_pandas():
+    """>= 2**20 sorted reference steps use the compiled linear merge, not binary searches."""
+    from mmkeras.data import align as align_module
+
+    rng = np.random.default_rng(7)
+    n = align_module._MERGE_MIN + 1000
+    t = np.cumsum(rng.integers(5_000_000, 15_000_000, n)).astype(np.int64)
+    ref = np.cumsum(rng.integers(5_000_000, 15_000_000, n)).astype(np.int64)
+    ref[100:110] = ref[100]  # repeated reference steps
+    np.testing.assert_array_equal(
+        align_module._merge_count_le(t, ref), np.searchsorted(t, ref, side="right")
+    )
+    x = rng.normal(size=(n, 2))
+    left = pd.DataFrame({"t": ref})
+    right = pd.DataFrame({"t": t, "a": x[:, 0], "b": x[:, 1]})
+    cases = (("previous", "backward", 8_000_000), ("nearest", "nearest", None))
+    for method, direction, tol in cases:
+        got = align(t, x, ref, method, tolerance=tol)
+        want = pd.merge_asof(left, right, on="t", direction=direction, tolerance=tol)
+        np.testing.assert_array_equal(got.values, want[["a", "b"]].to_numpy())
+        np.testing.assert_array_equal(got.mask, want["a"].notna().to_numpy())
