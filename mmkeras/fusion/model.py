@@ -91,7 +91,8 @@ def build_fusion_model(
             keras.layers.Dense(num_classes, activation="softmax", name=f"{n}_classifier")(b)
             for n, b in zip(modalities, branches, strict=True)
         ]
-        outputs = LateFusion(name="late_fusion")(probabilities)
+        outputs = (LateFusion(name="late_fusion")(probabilities) if len(probabilities) > 1
+                   else probabilities[0])
     else:
         if modality_dropout and len(branches) > 1:
             branches = ModalityDropout(modality_dropout, name="modality_dropout")(branches)
