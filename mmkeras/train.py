@@ -62,8 +62,8 @@ def summary(cfg: Config, result) -> str:
     ]
     for name in ("config.yaml", "metrics.json", "history.csv", "model.keras",
                  "confusion_matrix.png", "export_validation.json"):
-        lines.append(f"  {name:<22}{result.run_dir / name}")
-    lines.append(f"  {'SavedModel':<22}{result.export_dir}")
+        lines.append(f"  {name:<24}{result.run_dir / name}")
+    lines.append(f"  {'SavedModel':<24}{result.export_dir}")
     return "\n".join(lines)
 
 
