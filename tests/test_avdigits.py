@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import gzip
 import itertools
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -174,3 +175,22 @@ def test_tf_pipeline_matches_python_loader(dataset):
     test = dataset.splits["test"]["image"][:n]
     np.testing.assert_allclose(tf_feats["image"].numpy(), (test - train.mean()) / train.std(),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_cli_strict_stops_and_default_run_reports_the_bad_wav(bad_data_dir, tmp_path):
+    """The training command: --strict exits 1 naming the file; otherwise quarantine.csv."""
+    config = Path(__file__).parents[1] / "data_pipelines" / "configs" / "avdigits.yaml"
+    env = {**os.environ, "MMKERAS_DATA_DIR": str(bad_data_dir)}
+    base = [sys.executable, "-m", "mmkeras.train", "--config", str(config), "verbose=2"]
+    proc = subprocess.run([*base, "--strict", "--output", str(tmp_path / "strict")], env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 1
+    assert "notes.wav: unexpected file name" in proc.stderr and "strict" in proc.stderr
+    out = tmp_path / "lenient"
+    proc = subprocess.run([*base, "epochs=1", "--output", str(out)], env=env,
+                          capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "quarantine: 2 bad record(s) skipped" in proc.stdout
+    rows = (out / "quarantine.csv").read_text().splitlines()
+    assert rows[0] == "record,reason" and len(rows) == 3
+    assert any(BAD_CLIP in r and "truncated WAV file" in r for r in rows[1:])
