@@ -27,6 +27,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 import yaml
 
 from mmkeras.config import Config
@@ -81,6 +82,22 @@ def validate_export(export_dir: Path, inputs: dict[str, np.ndarray], expected: n
     return report
 
 
+def build_before_distributed_fit(
+    model: keras.Model, strategy: tf.distribute.Strategy, dataset: tf.data.Dataset
+) -> None:
+    """Work around Keras 3.15 ``fit`` failing with string inputs on more than one replica.
+
+    Before its first epoch, ``fit`` averages one distributed batch across replicas
+    (``strategy.reduce("MEAN", ...)``) only to build the model symbolically; for a string input
+    (raw notes) that raises ``InvalidArgumentError: Value for attr 'T' of string``. This builds
+    model, optimizer and metrics from one local batch instead and turns that step off for this
+    model object.
+    """
+    with strategy.scope():
+        model._symbolic_build(data_batch=next(iter(dataset)))
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+
+
 def train(cfg: Config, dataset: MultimodalDataset | None = None) -> RunResult:
     """Run the whole job described by ``cfg``; ``dataset`` overrides ``cfg.dataset`` if given."""
     from data_pipelines import load_dataset
@@ -123,6 +140,8 @@ def train(cfg: Config, dataset: MultimodalDataset | None = None) -> RunResult:
         ))
     train_ds = to_tf_dataset(dataset, "train", cfg.batch_size, shuffle=True, seed=cfg.seed)
     val_ds = to_tf_dataset(dataset, "val", cfg.batch_size)
+    if strategy.num_replicas_in_sync > 1:
+        build_before_distributed_fit(model, strategy, train_ds)
     history = model.fit(
         train_ds,
         validation_data=val_ds,
@@ -137,7 +156,8 @@ def train(cfg: Config, dataset: MultimodalDataset | None = None) -> RunResult:
     y_true = dataset.splits["test"]["label"]
     metrics = classification_metrics(y_true, probabilities.argmax(-1), dataset.class_names)
     metrics.update(fusion=cfg.fusion, modalities=list(dataset.modalities),
-                   train_examples=dataset.num_examples("train"))
+                   train_examples=dataset.num_examples("train"),
+                   replicas=strategy.num_replicas_in_sync)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plot_confusion(metrics["confusion_matrix"], dataset.class_names,
                    run_dir / "confusion_matrix.png")
