@@ -52,12 +52,25 @@ def decode_image(contents: tf.Tensor, channels: int) -> tf.Tensor:
     does (e.g. RGB -> grey by ITU-R 601 luma). 16-bit PNGs are scaled to ``uint8``. The channel
     axis has a static size; height and width are dynamic (``[None, None, channels]`` in a
     graph), so fix them with `resize` (or ``tf.ensure_shape``) before fixed-size layers.
+    JPEG (grey or RGB) uses the accurate integer IDCT, pixel-equal to PIL; TensorFlow's default
+    IDCT differs from it by up to 7 levels.
     """
     if channels not in (1, 3, 4):
         raise ValueError(f"channels must be 1, 3 or 4, got {channels}")
-    image = tf.io.decode_image(
-        contents, channels=channels, dtype=tf.uint8, expand_animations=False
-    )
+
+    def any_format() -> tf.Tensor:
+        return tf.io.decode_image(
+            contents, channels=channels, dtype=tf.uint8, expand_animations=False
+        )
+
+    if channels == 4:  # JPEG has no alpha: decode_image reports that clearly
+        image = any_format()
+    else:
+        image = tf.cond(
+            tf.io.is_jpeg(contents),
+            lambda: tf.io.decode_jpeg(contents, channels=channels, dct_method="INTEGER_ACCURATE"),
+            any_format,
+        )
     return tf.ensure_shape(image, [None, None, channels])
 
 

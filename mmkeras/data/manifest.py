@@ -80,6 +80,7 @@ import tensorflow as tf
 
 from mmkeras.data.align import align
 from mmkeras.data.audio import decode_wav, pad_or_crop, read_audio
+from mmkeras.data.image import decode_image
 from mmkeras.data.quarantine import Quarantine
 
 __all__ = [
@@ -275,9 +276,8 @@ def manifest_dataset(
 
     ``df`` is :func:`read_manifest`'s DataFrame. Files are read and decoded inside ``map``
     (AUTOTUNE parallelism): ``.wav`` with ``tf.audio.decode_wav``, other audio (FLAC) and
-    streams in ``tf.numpy_function``, images with ``tf.io.decode_image`` (JPEG with
-    ``decode_jpeg(dct_method="INTEGER_ACCURATE")``: pixel-equal to PIL; the default IDCT is
-    off by up to ~7 levels). ``shuffle`` reshuffles the rows every epoch (before decoding, so
+    streams in ``tf.numpy_function``, images with :func:`mmkeras.data.image.decode_image`
+    (JPEG pixel-equal to PIL). ``shuffle`` reshuffles the rows every epoch (before decoding, so
     only paths sit in the buffer).
 
     Example:
@@ -495,18 +495,9 @@ def _check_audio(file: str, f: Field) -> None:
             )
 
 
-def _decode_image(contents: tf.Tensor, channels: int) -> tf.Tensor:
-    """uint8 ``[h, w, channels]``; JPEG with the accurate integer IDCT (equal to PIL's)."""
-    return tf.cond(
-        tf.io.is_jpeg(contents),
-        lambda: tf.io.decode_jpeg(contents, channels=channels, dct_method="INTEGER_ACCURATE"),
-        lambda: tf.io.decode_image(contents, channels=channels, expand_animations=False),
-    )
-
-
 def _check_image(file: str, f: Field) -> None:
     try:
-        _decode_image(tf.io.read_file(file), f.shape[2])
+        decode_image(tf.io.read_file(file), f.shape[2])
     except tf.errors.OpError as err:
         message = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\].*$", "", err.message, flags=re.S)
         raise _BadRow(f"bad image: {message}") from err
@@ -587,7 +578,7 @@ def _load(f: Field, row: dict[str, tf.Tensor]) -> tf.Tensor:
     elif f.kind == "image":
 
         def read() -> tf.Tensor:
-            image = _decode_image(tf.io.read_file(row["value"]), f.shape[2])
+            image = decode_image(tf.io.read_file(row["value"]), f.shape[2])
             return tf.image.resize_with_crop_or_pad(image, f.shape[0], f.shape[1])
 
     else:  # stream
