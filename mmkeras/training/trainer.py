@@ -39,6 +39,7 @@ from mmkeras.training.plots import plot_confusion, plot_history
 from mmkeras.training.strategy import get_strategy
 
 VALIDATION_EXAMPLES = 32
+EXAMPLES = 64
 
 
 @dataclass
@@ -82,6 +83,26 @@ def validate_export(export_dir: Path, inputs: dict[str, np.ndarray], expected: n
     return report
 
 
+def write_dataset_card(dataset: MultimodalDataset, run_dir: Path) -> None:
+    """``dataset.json`` (modality specs, class names) and ``examples.npz`` (raw test examples).
+
+    Together with ``model.keras`` they let a finished run be exported and validated again
+    without the dataset: ``examples.npz`` holds up to 64 raw test inputs and their labels.
+    """
+    card = {
+        "name": dataset.name,
+        "class_names": list(dataset.class_names),
+        "modalities": {n: {"kind": s.kind, "shape": list(s.shape), "dtype": s.dtype,
+                           "options": s.options} for n, s in dataset.modalities.items()},
+    }
+    (run_dir / "dataset.json").write_text(json.dumps(card, indent=2))
+    test = dataset.splits["test"]
+    n = min(EXAMPLES, len(test["label"]))
+    arrays = {k: np.asarray(test[k][:n]) for k in dataset.modalities}
+    arrays = {k: (v.astype(str) if v.dtype == object else v) for k, v in arrays.items()}
+    np.savez(run_dir / "examples.npz", label=test["label"][:n], **arrays)
+
+
 def build_before_distributed_fit(
     model: keras.Model, strategy: tf.distribute.Strategy, dataset: tf.data.Dataset
 ) -> None:
@@ -115,6 +136,7 @@ def train(cfg: Config, dataset: MultimodalDataset | None = None) -> RunResult:
         print(quarantine.summary())
         quarantine.write(run_dir / "quarantine.csv")
     dataset = dataset.select(cfg.modalities)
+    write_dataset_card(dataset, run_dir)
     state = fit_preprocessing(dataset, "train")
     (run_dir / "preprocessing.json").write_text(json.dumps(state))
 
