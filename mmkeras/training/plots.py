@@ -1,46 +1,64 @@
-"""Figures saved next to the metrics: learning curves and the confusion matrix."""
+"""Learning curves and the confusion matrix as ``matplotlib.figure.Figure`` objects.
+
+The functions never touch pyplot or the global backend: they build a ``Figure``, save it when
+given a path (PNG rendered by Agg, whatever backend is active) and return it, so a notebook
+shows the returned figure inline and the command line only saves it.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
+
+DPI = 110
 
 
-def plot_history(history: dict[str, list[float]], path: str | Path) -> Path:
-    """Loss and accuracy per epoch, train and validation side by side."""
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    for ax, key in zip(axes, ("loss", "accuracy"), strict=True):
-        for prefix, style in (("", "-"), ("val_", "--")):
-            if prefix + key in history:
-                ax.plot(np.arange(1, len(history[prefix + key]) + 1), history[prefix + key],
-                        style, label=(prefix or "train_").rstrip("_"))
+def _save(fig: Figure, path: str | Path | None) -> Figure:
+    if path is not None:
+        fig.savefig(path, dpi=DPI)
+    return fig
+
+
+def plot_history(history: dict[str, list[float]], path: str | Path | None = None) -> Figure:
+    """Loss and accuracy per epoch, train (solid) and validation (dashed) side by side.
+
+    ``history`` is Keras' ``History.history`` (or ``history.csv`` read as lists); panels whose
+    metric is absent are left out. Saved to ``path`` if given.
+    """
+    keys = [k for k in ("loss", "accuracy") if k in history or f"val_{k}" in history]
+    if not keys:
+        raise ValueError(f"history has neither loss nor accuracy: {sorted(history)}")
+    fig = Figure(figsize=(4.5 * len(keys), 3.2), layout="constrained")
+    for ax, key in zip(fig.subplots(1, len(keys), squeeze=False)[0], keys, strict=True):
+        for prefix, style, label in (("", "o-", "train"), ("val_", "s--", "validation")):
+            values = history.get(prefix + key)
+            if values is not None and len(values):
+                ax.plot(np.arange(1, len(values) + 1), values, style, ms=3, label=label)
         ax.set_xlabel("epoch")
-        ax.set_title(key)
+        ax.set_ylabel(key if key == "loss" else f"{key} (fraction correct)")
+        ax.set_title(key if key != "loss" else "loss (cross-entropy)")
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
-def plot_confusion(matrix: list[list[int]], class_names: list[str], path: str | Path) -> Path:
-    """Confusion matrix with counts; rows are true classes."""
+def plot_confusion(
+    matrix: list[list[int]], class_names: list[str], path: str | Path | None = None
+) -> Figure:
+    """Confusion matrix with counts; rows are true classes, columns predicted ones."""
     m = np.asarray(matrix)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(class_names), 1 + 0.8 * len(class_names)))
-    ax.imshow(m, cmap="Blues")
-    ax.set_xticks(range(len(class_names)), class_names, rotation=30, ha="right")
-    ax.set_yticks(range(len(class_names)), class_names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    n = len(class_names)
+    fig = Figure(figsize=(2.2 + 0.9 * n, 1.2 + 0.8 * n), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(m, cmap="Blues")
+    ax.set_xticks(range(n), class_names, rotation=30, ha="right")
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"confusion matrix ({int(m.sum())} test windows)")
     for (i, j), v in np.ndenumerate(m):
         ax.text(j, i, str(v), ha="center", va="center",
                 color="white" if v > m.max() / 2 else "black")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    fig.colorbar(image, ax=ax, label="windows")
+    return _save(fig, path)
