@@ -6,48 +6,62 @@ import math
 
 import keras
 
+from mmkeras.encoders.base import Encoder
+from mmkeras.encoders.inputs import all_valid, check_input, reject_step_mask
+from mmkeras.registry import register_encoder
 
-@keras.saving.register_keras_serializable(package="mmkeras")
-class ImageEncoder(keras.layers.Layer):
-    """2-D convolution blocks with max pooling, pooling to a small grid, dense embedding.
+
+@register_encoder("image_cnn")
+class ImageEncoder(Encoder):
+    """2-D convolution blocks with max pooling, pooled to a small grid (a small VGG-style CNN,
+    Simonyan and Zisserman 2015).
 
     Each entry of ``filters`` is one block: a 3x3 ``relu`` convolution and a 2x2 max pooling
     (halving height and width). A last max pooling brings the feature map down to at most
     ``grid x grid`` cells (its window is fixed in ``build`` from the input size, which must be
-    static), which are flattened into the dense embedding. Unlike global pooling this keeps
-    the coarse layout (where the strokes are), and unlike a plain flatten the embedding's size
-    does not grow with the image. On 2000 MNIST digits, 3 epochs: 95 % test accuracy with
-    ``grid=4`` against 76 % with global average + max pooling.
+    static).
+
+    - ``tokens``: the grid cells (row by row), each projected to ``embed_dim`` plus a learned
+      embedding of its position; ``mask``: all ones;
+    - ``pooled`` (documented alternative to the mean of tokens): ``relu(Dense)`` of the flattened
+      grid. Unlike global pooling this keeps the coarse layout (where the strokes are): on 2000
+      MNIST digits, 3 epochs, 95 % test accuracy with ``grid=4`` against 76 % with global
+      average + max pooling.
 
     Example:
-        >>> enc = ImageEncoder(embed_dim=32)
-        >>> tuple(enc(keras.ops.zeros((2, 28, 28, 1))).shape)
-        (2, 32)
+        >>> enc = ImageEncoder(embed_dim=8, filters=(4,), grid=3)
+        >>> out = enc(keras.ops.zeros((2, 28, 28, 1)))
+        >>> tuple(out["tokens"].shape), tuple(out["pooled"].shape)
+        ((2, 9, 8), (2, 8))
     """
+
+    input_kinds = ("image",)
 
     def __init__(
         self, embed_dim: int = 64, filters: tuple[int, ...] = (32, 64), grid: int = 4, **kwargs
     ) -> None:
-        super().__init__(**kwargs)
-        if grid < 1 or not filters:
-            raise ValueError("grid must be >= 1 and filters must name at least one block")
-        self.embed_dim = embed_dim
-        self.filters = tuple(filters)
-        self.grid = grid
+        super().__init__(embed_dim, **kwargs)
+        if int(grid) < 1 or not filters:
+            raise ValueError(f"ImageEncoder: grid must be >= 1 and filters must name at least "
+                             f"one block; got grid={grid}, filters={filters}")
+        self.filters = tuple(int(n) for n in filters)
+        self.grid = int(grid)
         self.blocks = [
             (keras.layers.Conv2D(n, 3, padding="same", activation="relu"),
              keras.layers.MaxPooling2D(2, padding="same"))
             for n in self.filters
         ]
         self.grid_pool: keras.layers.Layer | None = None
-        self.flatten = keras.layers.Flatten()
-        self.project = keras.layers.Dense(embed_dim, activation="relu")
+        self.tokenize = keras.layers.Dense(self.embed_dim)
+        self.project = keras.layers.Dense(self.embed_dim, activation="relu")
+        self.cells = 1
 
     def build(self, input_shape: tuple) -> None:
-        if len(input_shape) != 4 or None in input_shape[1:]:
+        check_input(self, input_shape)
+        if None in input_shape[1:]:
             raise ValueError(
                 f"ImageEncoder needs [batch, height, width, channels] with static sizes, "
-                f"got {input_shape}; resize images to a fixed size first"
+                f"got {tuple(input_shape)}; resize images to a fixed size first"
             )
         shape = tuple(input_shape)
         for conv, pool in self.blocks:
@@ -56,20 +70,24 @@ class ImageEncoder(keras.layers.Layer):
         window = (math.ceil(shape[1] / self.grid), math.ceil(shape[2] / self.grid))
         self.grid_pool = keras.layers.MaxPooling2D(window, padding="same")
         shape = self.grid_pool.compute_output_shape(shape)
-        self.project.build((shape[0], shape[1] * shape[2] * shape[3]))
+        self.cells = shape[1] * shape[2]
+        self.tokenize.build((shape[0], self.cells, shape[3]))
+        self.positions = self.add_weight(
+            shape=(self.cells, self.embed_dim), name="positions",
+            initializer=keras.initializers.RandomNormal(stddev=0.02),
+        )
+        self.project.build((shape[0], self.cells * shape[3]))
 
-    def call(self, x):
+    def call(self, x, step_mask=None, training=None):
+        check_input(self, x.shape, x.dtype)
+        reject_step_mask(self, step_mask)
         for conv, pool in self.blocks:
             x = pool(conv(x))
-        return self.project(self.flatten(self.grid_pool(x)))
-
-    def compute_output_shape(self, input_shape: tuple) -> tuple:
-        return (input_shape[0], self.embed_dim)
+        x = self.grid_pool(x)
+        cells = keras.ops.reshape(x, (-1, self.cells, x.shape[-1]))
+        tokens = self.tokenize(cells) + keras.ops.cast(self.positions, cells.dtype)
+        pooled = self.project(keras.ops.reshape(cells, (-1, self.cells * x.shape[-1])))
+        return {"tokens": tokens, "mask": all_valid(tokens), "pooled": pooled}
 
     def get_config(self) -> dict:
-        return {
-            **super().get_config(),
-            "embed_dim": self.embed_dim,
-            "filters": list(self.filters),
-            "grid": self.grid,
-        }
+        return {**super().get_config(), "filters": list(self.filters), "grid": self.grid}
