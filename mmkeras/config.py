@@ -1,111 +1,355 @@
-"""Run configuration: defaults, YAML files and ``key=value`` overrides.
+"""Run configuration: a typed schema, YAML files and ``key=value`` overrides.
 
-A configuration is a flat dataclass with one nested mapping, ``dataset_args``, handed to the
-dataset definition. Files and overrides are applied in order: defaults, then ``--config`` YAML,
-then each ``key=value`` (values parsed as YAML, so ``modalities=[audio]`` is a list and
-``dataset_args.n_machines=8`` reaches into the nested mapping).
+Defaults, then the ``--config`` YAML file, then each ``key=value`` override (values parsed as
+YAML, so ``modalities=[audio]`` is a list and ``dataset_args.n_machines=8`` reaches into the
+nested mapping) are merged and validated by a pydantic schema before any work starts. Every
+problem is a :class:`ConfigError` whose one-line message names the field path, the bad value and
+the fix (the closest valid name for typos). Float fields accept numeric strings (PyYAML reads
+``1e-3`` as a string); booleans must be booleans and integers integers; ranges are checked;
+``dataset_args`` are checked against the dataset's ``load()`` signature (names and types).
 
 Example:
-    >>> cfg = resolve_config(None, ["fusion=late", "epochs=3"])
-    >>> cfg.fusion, cfg.epochs
-    ('late', 3)
+    >>> cfg = resolve_config(None, ["fusion=late", "epochs=3", "learning_rate=1e-3"])
+    >>> cfg.fusion, cfg.epochs, cfg.learning_rate
+    ('late', 3, 0.001)
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+import difflib
+import importlib
+import inspect
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-FUSIONS = ("early", "intermediate", "late")
+# Fusion names the trainer understands today; accepted in addition to mmkeras.registry.FUSIONS.
+LEGACY_FUSIONS = ("early", "intermediate", "late")
+DEFAULT_FUSION = "intermediate"
 
 
-@dataclass
-class Config:
+class ConfigError(ValueError):
+    """A configuration problem; the message is one line naming the field and the fix."""
+
+
+def _closest(name: str, valid: typing.Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest valid name, or ``""``."""
+    close = difflib.get_close_matches(str(name), list(valid), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _number(value: Any) -> Any:
+    """Floats accept ints and numeric strings (``"1e-3"``); booleans and other text fail."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got the boolean {value}")
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"expected a number (e.g. 0.001), got {value!r}") from None
+    if isinstance(value, int):
+        return float(value)
+    return value
+
+
+def _choice(*choices: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"unknown value {value!r}{_closest(value, choices)} "
+                             f"Choose one of: {', '.join(choices)}")
+        return value
+
+    return AfterValidator(check)
+
+
+Float = Annotated[float, BeforeValidator(_number), Field(strict=True, allow_inf_nan=False)]
+PositiveFloat = Annotated[Float, Field(gt=0)]
+NonNegativeFloat = Annotated[Float, Field(ge=0)]
+Fraction = Annotated[Float, Field(ge=0, lt=1)]
+PositiveInt = Annotated[StrictInt, Field(ge=1)]
+NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
+Name = Annotated[StrictStr, Field(min_length=1)]
+Spec = StrictStr | dict[str, Any]
+
+
+class TaskConfig(BaseModel):
+    """One prediction task: its kind and its weight alpha in the total loss."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Annotated[StrictStr, _choice("classification", "regression")] = "classification"
+    loss_weight: PositiveFloat = 1.0
+
+
+class Config(BaseModel):
     """Everything a training run needs; written to ``config.yaml`` in the run folder."""
 
-    name: str = "machine"
-    dataset: str = "machine"
-    dataset_args: dict[str, Any] = field(default_factory=dict)
-    modalities: list[str] | None = None
-    fusion: str = "intermediate"
-    embed_dim: int = 64
-    dropout: float = 0.3
-    modality_dropout: float = 0.3
-    weight_decay: float = 0.01
-    early_stopping: int = 5
-    epochs: int = 20
-    batch_size: int = 64
-    learning_rate: float = 2e-3
-    seed: int = 0
-    strategy: str = "mirrored"
-    model_name: str = "mmkeras_model"
-    model_version: int = 1
-    output: str | None = None
-    runs_dir: str = "runs"
-    strict: bool = False
-    verbose: int = 1
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    def validate(self) -> Config:
-        """Check value ranges; raise ``ValueError`` naming the field and the fix."""
-        if self.fusion not in FUSIONS:
-            raise ValueError(f"config field 'fusion'={self.fusion!r}: choose one of {FUSIONS}")
-        for name in ("epochs", "batch_size", "embed_dim", "model_version"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"config field {name!r} must be >= 1, got {getattr(self, name)}")
-        for name in ("dropout", "modality_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                value = getattr(self, name)
-                raise ValueError(f"config field {name!r} must be in [0, 1), got {value}")
-        if self.modalities is not None and not self.modalities:
-            raise ValueError("config field 'modalities' is empty: name at least one modality")
-        if self.strategy not in ("mirrored", "multi_worker", "default"):
-            raise ValueError(
-                f"config field 'strategy'={self.strategy!r}: use mirrored, multi_worker or default"
-            )
+    name: Name = "machine"
+    dataset: Name = "machine"
+    dataset_args: dict[str, Any] = Field(default_factory=dict)
+    modalities: list[Name] | None = None
+    fusion: Spec = DEFAULT_FUSION
+    encoders: dict[str, Spec] = Field(default_factory=dict)
+    tasks: dict[str, TaskConfig] | None = None
+    representation_penalty: NonNegativeFloat = 0.0
+    embed_dim: PositiveInt = 64
+    dropout: Fraction = 0.3
+    modality_dropout: Fraction = 0.3
+    weight_decay: NonNegativeFloat = 0.01
+    early_stopping: NonNegativeInt = 5
+    epochs: PositiveInt = 20
+    batch_size: PositiveInt = 64
+    learning_rate: PositiveFloat = 2e-3
+    lr_schedule: Annotated[StrictStr, _choice("constant", "cosine")] = "constant"
+    lr_scale_with_replicas: StrictBool = False
+    mixed_precision: Annotated[
+        StrictStr, _choice("none", "mixed_float16", "mixed_bfloat16")
+    ] = "none"
+    seed: NonNegativeInt = 0
+    strategy: Annotated[StrictStr, _choice("mirrored", "multi_worker", "default")] = "mirrored"
+    model_name: Name = "mmkeras_model"
+    model_version: PositiveInt = 1
+    output: Name | None = None
+    runs_dir: Name = "runs"
+    strict: StrictBool = False
+    verbose: Annotated[StrictInt, Field(ge=0, le=2)] = 1
+
+    @field_validator("modalities", mode="before")
+    @classmethod
+    def _one_modality(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, list) and not value:
+            raise ValueError("is empty: name at least one modality, or leave it unset for all")
+        return value
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        from data_pipelines import available
+
+        if value not in available():
+            raise ValueError(f"unknown dataset {value!r}{_closest(value, available())} "
+                             f"Available: {', '.join(available())}")
+        return value
+
+    @field_validator("fusion")
+    @classmethod
+    def _known_fusion(cls, value: Any) -> Any:
+        _check_spec(value, "fusion", "fusion", legacy=LEGACY_FUSIONS)
+        return value
+
+    @field_validator("encoders")
+    @classmethod
+    def _known_encoders(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for modality, spec in value.items():
+            _check_spec(spec, "encoder", f"encoders.{modality}")
+        return value
+
+    @model_validator(mode="after")
+    def _dataset_args_match_load(self) -> Config:
+        _check_dataset_args(self.dataset, self.dataset_args)
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain data (YAML-safe) of every field."""
+        return self.model_dump(mode="python")
+
+
+def _registry(kind: str):
+    """``mmkeras.registry.FUSIONS`` / ``ENCODERS`` after importing the modules that fill it."""
+    from mmkeras import registry
+
+    importlib.import_module("mmkeras.fusion" if kind == "fusion" else "mmkeras.encoders")
+    return registry.FUSIONS if kind == "fusion" else registry.ENCODERS
+
+
+def _check_spec(spec: Any, kind: str, where: str, legacy: tuple[str, ...] = ()) -> None:
+    """A registered name, or ``{name: ..., kwarg: value}`` with the class's keyword arguments.
+
+    ``legacy`` names are always accepted; with an empty registry only they are.
+    """
+    from mmkeras.registry import split_spec
+
+    field = f"config field {where!r}={spec!r}"
+    try:
+        name, kwargs = split_spec(spec, kind)
+    except ValueError as err:
+        raise ValueError(f"{field}: {err}") from None
+    registry = _registry(kind)
+    if name in legacy and (kwargs == {} or name not in registry):
+        if kwargs:
+            raise ValueError(f"{field}: {kind} {name!r} takes no arguments here")
+        return
+    if not registry.names() and legacy:
+        raise ValueError(f"{field}: unknown {kind} {name!r}{_closest(name, legacy)} "
+                         f"Choose one of: {', '.join(legacy)}")
+    try:
+        cls = registry.get(name)
+    except ValueError as err:
+        also = f" (or: {', '.join(legacy)})" if legacy else ""
+        raise ValueError(f"{field}: {err}{also}") from None
+    params = inspect.signature(cls.__init__).parameters
+    accepted = [p for p in params if p not in ("self", "args", "kwargs")] + ["dtype", "trainable"]
+    for key in kwargs:
+        if key not in accepted:
+            raise ValueError(f"config field {where + '.' + key!r}: {kind} {name!r} has no "
+                             f"argument {key!r}{_closest(key, accepted)} "
+                             f"Arguments: {', '.join(accepted)}")
+
+
+def _check_dataset_args(dataset: str, args: dict[str, Any]) -> None:
+    """Names and types of ``dataset_args`` against ``data_pipelines.<dataset>.load`` (not run)."""
+    load = importlib.import_module(f"data_pipelines.{dataset}").load
+    params = inspect.signature(load).parameters
+    hints = typing.get_type_hints(load)
+    valid = [p for p in params if p != "strict"]
+    for key, value in args.items():
+        path = f"dataset_args.{key}"
+        if key == "strict":
+            raise ConfigError(f"config field {path!r}: set the top-level field 'strict' "
+                              "(or --strict) instead")
+        if key not in params:
+            raise ConfigError(f"config field {path!r}: {dataset}'s load() has no argument "
+                              f"{key!r}{_closest(key, valid)} Valid: {', '.join(valid)}")
+        hint = hints.get(key)
+        if hint is None:
+            continue
+        try:
+            args[key] = _dataset_arg_adapter(hint).validate_python(value)
+        except ValidationError as err:
+            raise ConfigError(_format(err, prefix=(path,), values={path: value})) from None
+
+
+def _dataset_arg_adapter(hint: Any) -> TypeAdapter:
+    """Strict validation of one ``load()`` argument; floats also take numeric strings."""
+    args = typing.get_args(hint)
+    if hint is float or (float in args and type(None) in args and len(args) == 2):
+        number = Annotated[float, BeforeValidator(_number), Field(strict=True)]
+        return TypeAdapter(number if hint is float else number | None)
+    return TypeAdapter(hint, config=ConfigDict(strict=True))
+
+
+def _format(err: ValidationError, prefix: tuple = (), values: dict[str, Any] | None = None) -> str:
+    """One line per pydantic error, joined: ``config field 'a.b'=value: problem``."""
+    parts = []
+    for item in err.errors():
+        loc = [str(p) for p in (*prefix, *item["loc"]) if not str(p).startswith("function-")]
+        loc = [p for p in loc if p not in ("str", "dict[str,any]", "list[str]", "constrained-str")]
+        path = ".".join(loc) or "config"
+        message = item["msg"].removeprefix("Value error, ")
+        if message.startswith("config field "):  # already names its field (dataset_args)
+            parts.append(message)
+            continue
+        if item["type"] == "extra_forbidden":
+            model = TaskConfig if loc[0] == "tasks" else Config
+            valid = list(model.model_fields)
+            message = f"unknown field{_closest(loc[-1], valid)} Valid: {', '.join(valid)}"
+        value = item.get("input")
+        shown = "" if item["type"] in ("extra_forbidden", "missing") else f"={value!r}"
+        parts.append(f"config field {path!r}{shown}: {message}")
+    # a union reports each alternative; keep the first message per field
+    seen: dict[str, str] = {}
+    for part in parts:
+        seen.setdefault(part.split(":", 1)[0], part)
+    return "; ".join(seen.values())
 
 
 def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     target = data
-    for key in keys[:-1]:
-        target = target.setdefault(key, {})
-        if not isinstance(target, dict):
-            raise ValueError(f"override {dotted!r}: {key!r} is not a mapping")
+    for i, key in enumerate(keys[:-1]):
+        if i == 0 and key not in target:  # start from the field's default
+            target[key] = Config.model_fields[key].get_default(call_default_factory=True)
+        current = target.get(key)
+        if isinstance(current, str):  # fusion=concat, then fusion.dropout=0.1 -> a mapping
+            target[key] = current = {"name": current}
+        elif current is None:
+            target[key] = current = {}
+        if not isinstance(current, dict):
+            raise ConfigError(f"override {dotted}: {'.'.join(keys[: i + 1])!r} is "
+                              f"{current!r}, not a mapping")
+        target = current
     target[keys[-1]] = value
 
 
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist: check --config")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"config file {where}: YAML syntax error: {problem}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path}: top level must be a mapping of field: value")
+    return loaded
+
+
+def _known(key: str, where: str) -> None:
+    known = list(Config.model_fields)
+    if key not in known:
+        raise ConfigError(f"{where}: unknown field {key!r}{_closest(key, known)} "
+                          f"Valid: {', '.join(known)}")
+
+
 def resolve_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Build a validated :class:`Config` from defaults, an optional YAML file and overrides."""
-    known = {f.name for f in dataclasses.fields(Config)}
-    data: dict[str, Any] = Config().to_dict()
+    """Build a validated :class:`Config` from defaults, an optional YAML file and overrides.
+
+    Raises:
+        ConfigError: one line naming the file, override or field and how to fix it.
+    """
+    data: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"config file {path}: top level must be a mapping of field: value")
-        unknown = set(loaded) - known
-        if unknown:
-            raise ValueError(
-                f"config file {path}: unknown fields {sorted(unknown)}; known: {sorted(known)}"
-            )
+        loaded = _read_yaml(Path(path))
+        for key in loaded:
+            _known(str(key), f"config file {path}")
         data.update(loaded)
     for item in overrides or []:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} is not key=value (example: epochs=5)")
-        key, raw = item.split("=", 1)
-        if key.split(".")[0] not in known:
-            raise ValueError(f"override {item!r}: unknown field {key!r}; known: {sorted(known)}")
-        _set(data, key, yaml.safe_load(raw))
-    if isinstance(data.get("modalities"), str):
-        data["modalities"] = [data["modalities"]]
-    return Config(**data).validate()
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not key=value (example: epochs=5)")
+        _known(key.split(".")[0], f"override {item!r}")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or "not valid YAML"
+            raise ConfigError(f"override {item!r}: {problem} (values are parsed as YAML; "
+                              "quote strings)") from None
+        _set(data, key, value)
+    try:
+        return Config(**data)
+    except ValidationError as err:
+        raise ConfigError(_format(err)) from None
+    except ConfigError:
+        raise
+    except ValueError as err:  # from a registry or the dataset check outside pydantic's errors
+        raise ConfigError(str(err)) from None
+
+
+def config_yaml(cfg: Config) -> str:
+    """The resolved configuration as YAML, as written to ``config.yaml``."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+

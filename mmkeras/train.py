@@ -7,37 +7,58 @@ With no arguments it trains the intermediate-fusion model on the embedded ``mach
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
 import sys
+import tempfile
+from collections.abc import Iterator
+from typing import NoReturn
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info/warning chatter
 
-from mmkeras.config import Config, resolve_config
+from mmkeras.config import Config, ConfigError, config_yaml, resolve_config
+from mmkeras.paths import EnvPathError, check_env
 
 EPILOG = """\
 overrides (key=value, values parsed as YAML):
   dataset=machine            dataset module in data_pipelines/ (machine, avdigits, mobifall)
   dataset_args.n_machines=8  arguments of that dataset's load()
-  fusion=intermediate        early | intermediate | late
+  fusion=intermediate        early | intermediate | late, or a registered fusion
+                             (fusion.name=tensor fusion.rank=4 for its arguments)
+  encoders.audio=conv1d      encoder per modality (default: one per modality kind)
+  tasks.label.type=classification tasks.label.loss_weight=1.0   tasks and their loss weights
+  representation_penalty=0   beta of beta*||h||^2 added to the loss
   modalities=[audio]         train on a subset of modalities (default: all)
-  epochs=20 batch_size=64 learning_rate=0.002 seed=0 embed_dim=64
+  epochs=20 batch_size=64 learning_rate=2e-3 seed=0 embed_dim=64
+  lr_schedule=constant       constant | cosine;  lr_scale_with_replicas=false
+  mixed_precision=none       none | mixed_float16 | mixed_bfloat16
   dropout=0.3 modality_dropout=0.3 weight_decay=0.01
   early_stopping=5           patience in epochs on validation loss, best weights kept; 0: off
   model_name=NAME model_version=1   export/<model_name>/<model_version>/ layout for TF Serving
   strategy=mirrored          mirrored (all local GPUs, else CPU) | multi_worker | default
-  verbose=1                  1: progress bar, 2: one line per epoch
+  verbose=1                  0: quiet, 1: progress bar, 2: one line per epoch and
+                             TensorFlow's C++ start-up messages
   strict=false               true: stop at the first bad record (same as --strict)
 
 examples:
   python -m mmkeras.train
   python -m mmkeras.train fusion=late epochs=5 --output runs/late
   python -m mmkeras.train --config my_run.yaml modalities=[audio,vibration]
+  python -m mmkeras.train epochs=2 --strict --print-config
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line on stderr, exit 2 (argparse would print the whole usage first)."""
+        self.exit(2, f"error: {message} (see python -m mmkeras.train --help)\n")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    """Options and ``key=value`` overrides, in any order."""
+    parser = _Parser(
         prog="python -m mmkeras.train",
         description="Train, evaluate and export a multimodal fusion model.",
         epilog=EPILOG,
@@ -47,8 +68,56 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", help="run folder (default: runs/<name>-<timestamp>/)")
     parser.add_argument("--strict", action="store_true",
                         help="stop at the first bad record instead of skipping and reporting it")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved configuration as YAML and exit")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)
+
+
+# absl writes these C++ start-up lines to stderr while TensorFlow loads, whatever
+# TF_CPP_MIN_LOG_LEVEL says (logging is not initialised yet: abseil/abseil-cpp#1718)
+_ABSL_BANNER = "WARNING: All log messages before absl::InitializeLog() is called"
+_ABSL_LINE = re.compile(r"^(?P<level>[IWEF])\d{4} [\d:. ]+\d+ (?P<file>[\w.]+):\d+\] ")
+_CUDA_FILES = re.compile(r"^(cuda_\w+|cudart_stub|cpu_feature_guard|port)\.cc$")
+
+
+def _is_chatter(line: str, previous_dropped: bool) -> bool:
+    match = _ABSL_LINE.match(line)
+    if match:
+        return match["level"] in "IW" or bool(_CUDA_FILES.match(match["file"]))
+    return line.startswith(_ABSL_BANNER) or (
+        previous_dropped and line.startswith("To enable the following instructions"))
+
+
+def drop_chatter(lines: list[str]) -> list[str]:
+    """``lines`` without TensorFlow's C++ start-up chatter (other errors are kept)."""
+    kept, dropped = [], False
+    for line in lines:
+        dropped = _is_chatter(line, dropped)
+        if not dropped:
+            kept.append(line)
+    return kept
+
+
+@contextlib.contextmanager
+def _native_stderr(lines: list[str]) -> Iterator[None]:
+    """Collect everything written to file descriptor 2 (C++ included) into ``lines``."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            lines.extend(tmp.read().decode(errors="replace").splitlines())
+
+
+def _one_line(err: BaseException) -> str:
+    return "error: " + " ".join(str(err).split())
 
 
 def summary(cfg: Config, result) -> str:
@@ -68,24 +137,40 @@ def summary(cfg: Config, result) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; returns the exit status (0 ok, 1 data error, 2 usage/config error)."""
     args = parse_args(argv)
+    overrides = list(args.overrides)
+    if args.output:
+        overrides.append(f"output={json.dumps(args.output)}")
+    if args.strict:
+        overrides.append("strict=true")
+    startup: list[str] = []
+    cfg: Config | None = None
     try:
-        overrides = list(args.overrides)
-        if args.output:
-            overrides.append(f"output={json.dumps(args.output)}")
-        if args.strict:
-            overrides.append("strict=true")
-        cfg = resolve_config(args.config, overrides)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        with _native_stderr(startup):  # TensorFlow loads here (registries, dataset modules)
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # device discovery logs now, not mid-run
+            check_env()
+            cfg = resolve_config(args.config, overrides)
+    except (ConfigError, EnvPathError) as err:
+        print(_one_line(err), file=sys.stderr)
         return 2
-    from mmkeras.data.quarantine import BadRecordError
+    finally:
+        shown = startup if cfg is not None and cfg.verbose >= 2 else drop_chatter(startup)
+        if shown:
+            print("\n".join(shown), file=sys.stderr)
+    if args.print_config:
+        print(config_yaml(cfg), end="")
+        return 0
+
+    from mmkeras.data.quarantine import DataError
     from mmkeras.training.trainer import train
 
     try:
         result = train(cfg)
-    except (BadRecordError, ConnectionError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (DataError, ConnectionError) as err:
+        print(_one_line(err), file=sys.stderr)
         return 1
     print(summary(cfg, result))
     return 0

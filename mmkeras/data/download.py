@@ -1,6 +1,7 @@
 """Find a dataset locally (``MMKERAS_DATA_DIR``) or download it with checksum verification.
 
-Loaders first look in ``$MMKERAS_DATA_DIR/<subdir>``; users without a local copy get the upstream
+Loaders read ``$MMKERAS_DATA_DIR/<subdir>`` when the variable is set (a missing folder is then an
+error, never a download); users without a local copy (variable unset) get the upstream
 files downloaded (:func:`download`) into ``$MMKERAS_CACHE`` (default ``~/.cache/mmkeras``) and
 verified by sha256 (:func:`sha256_file`) or content digest (:func:`folder_digest`) before use.
 Tests here always use local copies.
@@ -12,25 +13,36 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import urllib.request
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from mmkeras import paths
+
 
 def cache_root() -> Path:
-    """``$MMKERAS_CACHE`` or ``~/.cache/mmkeras``."""
-    return Path(os.environ.get("MMKERAS_CACHE") or Path.home() / ".cache" / "mmkeras")
+    """``$MMKERAS_CACHE`` or ``~/.cache/mmkeras`` (absolute, created if missing)."""
+    return paths.cache_dir()
 
 
 def local_data(subdir: str) -> Path | None:
-    """``$MMKERAS_DATA_DIR/<subdir>`` if the variable is set and the folder exists, else None."""
-    root = os.environ.get("MMKERAS_DATA_DIR")
-    if root and (Path(root) / subdir).is_dir():
-        return Path(root) / subdir
-    return None
+    """``$MMKERAS_DATA_DIR/<subdir>``, or None when the variable is unset (then download).
+
+    Raises:
+        EnvPathError: naming the variable, when it is set but it or ``<subdir>`` is not a
+            folder: a set variable never falls back to downloading.
+    """
+    root = paths.data_dir()
+    if root is None:
+        return None
+    if not (root / subdir).is_dir():
+        raise paths.EnvPathError(
+            f"MMKERAS_DATA_DIR={root} has no {subdir}/ folder: put the dataset there (see the "
+            "dataset module's docstring for the layout), or unset MMKERAS_DATA_DIR to download it"
+        )
+    return root / subdir
 
 
 def sha256_file(path: str | Path) -> str:

@@ -19,8 +19,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-class BadRecordError(ValueError):
+class DataError(ValueError):
+    """The data cannot make a dataset; the one-line message names the file or folder."""
+
+
+class BadRecordError(DataError):
     """A record that cannot be used; the message names it and the problem."""
+
+
+class EmptyDataError(DataError):
+    """A dataset or one of its splits has no examples; the message names folder and split."""
+
+
+def check_not_empty(splits: dict[str, dict], folder: str | Path, quarantine: Quarantine) -> None:
+    """Raise :class:`EmptyDataError` naming ``folder`` and the first split without examples."""
+    skipped = f"; {len(quarantine)} bad record(s) were skipped" if len(quarantine) else ""
+    if not any(len(arrays.get("label", ())) for arrays in splits.values()):
+        raise EmptyDataError(f"{folder}: no usable examples in any split{skipped}: check the "
+                             "folder (and the quarantine report)")
+    for name, arrays in splits.items():
+        if not len(arrays.get("label", ())):
+            raise EmptyDataError(f"{folder}: split {name!r} has no examples{skipped}: check the "
+                                 "folder, the split arguments (and the quarantine report)")
 
 
 @dataclass
