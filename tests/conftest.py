@@ -7,19 +7,21 @@ from pathlib import Path
 
 import pytest
 
+import mmkeras  # noqa: F401  (resolves MMKERAS_DATA_DIR / MMKERAS_CACHE to absolute paths)
+
 TINY_MACHINE = {"n_machines": 8, "runs_per_machine": 2, "duration_s": 14.0, "progress": False}
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """``$MMKERAS_DATA_DIR``; fails (never skips) when it is unset or missing."""
+    """``$MMKERAS_DATA_DIR`` (absolute); fails (never skips) when it is unset or missing."""
     value = os.environ.get("MMKERAS_DATA_DIR")
     if not value or not Path(value).is_dir():
         pytest.fail(
             f"MMKERAS_DATA_DIR={value!r} is not a folder: set it to the shared real data "
             "(e.g. MMKERAS_DATA_DIR=../shared/data) before running the tests"
         )
-    return Path(value)
+    return Path(value).absolute()
 
 
 @pytest.fixture(scope="session")
