@@ -1,4 +1,4 @@
-"""Every serialisable mmkeras layer in one namespace; importing it registers them with Keras.
+"""Loading saved mmkeras models: importing this module registers every mmkeras layer with Keras.
 
 Example:
     >>> from mmkeras.layers import load_model
@@ -11,33 +11,13 @@ from pathlib import Path
 
 import keras
 
-from mmkeras.data.audio import LogMelSpectrogram, Mfcc
-from mmkeras.data.image import ImageAugmentation
-from mmkeras.data.standardize import Rescale
-from mmkeras.encoders import (
-    ImageEncoder,
-    SpectrogramEncoder,
-    SummaryFeatures,
-    TextEncoder,
-    TimeSeriesEncoder,
-)
-from mmkeras.fusion import EarlyFusion, IntermediateFusion, LateFusion
+import mmkeras.data.audio  # registers LogMelSpectrogram, Mfcc
+import mmkeras.data.image  # registers ImageAugmentation
+import mmkeras.data.sensor  # registers LogPowerSpectrogram, AppendDifferences
+import mmkeras.data.standardize  # registers Rescale
+import mmkeras.models  # noqa: F401  registers encoders, fusions, preprocessor, backbone, task
 
-__all__ = [
-    "EarlyFusion",
-    "ImageAugmentation",
-    "ImageEncoder",
-    "IntermediateFusion",
-    "LateFusion",
-    "LogMelSpectrogram",
-    "Mfcc",
-    "Rescale",
-    "SpectrogramEncoder",
-    "SummaryFeatures",
-    "TextEncoder",
-    "TimeSeriesEncoder",
-    "load_model",
-]
+__all__ = ["load_model"]
 
 
 def load_model(path: str | Path) -> keras.Model:

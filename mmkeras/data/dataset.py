@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-KINDS = ("timeseries", "audio", "text", "image")
+KINDS = ("timeseries", "audio", "text", "image", "tabular")
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,8 @@ class ModalitySpec:
     Args:
         name: input name, also the key in every batch dict.
         kind: one of ``timeseries`` ([T, C] floats), ``audio`` ([samples] waveform in [-1, 1]),
-            ``text`` (scalar string) or ``image`` ([H, W, C] uint8 or float).
+            ``text`` (scalar string), ``image`` ([H, W, C] uint8 or float) or ``tabular``
+            ([F] float features).
         shape: per-example shape, without the batch axis.
         dtype: ``float32``, ``uint8`` or ``string``.
         options: kind-specific settings, e.g. ``sample_rate`` for audio.
@@ -91,11 +92,25 @@ def to_tf_dataset(
     batch_size: int,
     shuffle: bool = False,
     seed: int = 0,
+    targets: dict[str, str] | None = None,
 ) -> tf.data.Dataset:
-    """``(inputs, label)`` batches of one split: slice, optional shuffle, batch, cast, prefetch."""
+    """``(inputs, label)`` batches of one split: slice, optional shuffle, batch, cast, prefetch.
+
+    With ``targets`` (``{output name: split array}``) the label is a dict of those arrays
+    instead, e.g. ``{"probabilities": "label", "speed": "speed"}`` for a multi-task model.
+    """
     arrays = dataset.splits[split]
     inputs = {name: arrays[name] for name in dataset.modalities}
-    ds = tf.data.Dataset.from_tensor_slices((inputs, arrays["label"].astype(np.int32)))
+    if targets:
+        missing = sorted(set(targets.values()) - set(arrays))
+        if missing:
+            raise ValueError(f"split {split!r} has no target arrays {missing}; "
+                             f"available: {sorted(arrays)}")
+        labels = {out: arrays[col].astype(np.int32 if col == "label" else np.float32)
+                  for out, col in targets.items()}
+    else:
+        labels = arrays["label"].astype(np.int32)
+    ds = tf.data.Dataset.from_tensor_slices((inputs, labels))
     if shuffle:
         ds = ds.shuffle(len(arrays["label"]), seed=seed, reshuffle_each_iteration=True)
     dtypes = {name: tf.as_dtype(spec.dtype) for name, spec in dataset.modalities.items()}

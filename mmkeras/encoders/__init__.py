@@ -1,15 +1,8 @@
-"""Per-modality encoders: raw-but-standardised inputs in, fixed-size embeddings out."""
+"""Per-modality encoders: every module in this folder is imported, so its
+``@register_encoder`` runs (see :mod:`mmkeras.encoders.base` for the contract)."""
 
-from mmkeras.encoders.image import ImageEncoder
-from mmkeras.encoders.spectrogram import SpectrogramEncoder
-from mmkeras.encoders.summary import SummaryFeatures
-from mmkeras.encoders.text import TextEncoder
-from mmkeras.encoders.timeseries import TimeSeriesEncoder
+import importlib
+import pkgutil
 
-__all__ = [
-    "ImageEncoder",
-    "SpectrogramEncoder",
-    "SummaryFeatures",
-    "TextEncoder",
-    "TimeSeriesEncoder",
-]
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

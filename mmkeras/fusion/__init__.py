@@ -1,15 +1,8 @@
-"""Fusion layers (early, intermediate, late) and the model builder that wires them."""
+"""Fusions: every module in this folder is imported, so its
+``@register_fusion`` runs (see :mod:`mmkeras.fusion.base` for the contract)."""
 
-from mmkeras.fusion.early import EarlyFusion
-from mmkeras.fusion.intermediate import IntermediateFusion
-from mmkeras.fusion.late import LateFusion
-from mmkeras.fusion.modality_dropout import ModalityDropout
-from mmkeras.fusion.model import build_fusion_model
+import importlib
+import pkgutil
 
-__all__ = [
-    "EarlyFusion",
-    "IntermediateFusion",
-    "LateFusion",
-    "ModalityDropout",
-    "build_fusion_model",
-]
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

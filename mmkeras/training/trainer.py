@@ -33,7 +33,7 @@ import yaml
 from mmkeras.config import Config
 from mmkeras.data.dataset import MultimodalDataset, to_tf_dataset
 from mmkeras.data.preprocessing import fit_preprocessing
-from mmkeras.fusion.model import build_fusion_model
+from mmkeras.models import build_models, end_to_end
 from mmkeras.training.metrics import classification_metrics
 from mmkeras.training.plots import plot_confusion, plot_history
 from mmkeras.training.strategy import get_strategy
@@ -61,7 +61,20 @@ def make_run_dir(cfg: Config) -> Path:
 
 
 def _batched_predict(model: keras.Model, dataset: MultimodalDataset, split: str, batch: int):
-    return model.predict(to_tf_dataset(dataset, split, batch), verbose=0)
+    """Class probabilities of the raw-input model on one split."""
+    inputs = to_tf_dataset(dataset, split, batch).map(lambda x, y: x)
+    return model.predict(inputs, verbose=0)["probabilities"]
+
+
+def feature_dataset(preprocessor, dataset: MultimodalDataset, split: str, batch: int,
+                    tasks: dict | None, shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
+    """Preprocessed ``(features, {output: target})`` batches for the task model.
+
+    The main label feeds ``probabilities``; each extra task reads the split's array of its name.
+    """
+    targets = {"probabilities": "label", **{t: t for t in (tasks or {}) if t != "label"}}
+    ds = to_tf_dataset(dataset, split, batch, shuffle=shuffle, seed=seed, targets=targets)
+    return preprocessor.map_dataset(ds).prefetch(tf.data.AUTOTUNE)
 
 
 def validate_export(export_dir: Path, inputs: dict[str, np.ndarray], expected: np.ndarray,
@@ -103,22 +116,6 @@ def write_dataset_card(dataset: MultimodalDataset, run_dir: Path) -> None:
     np.savez(run_dir / "examples.npz", label=test["label"][:n], **arrays)
 
 
-def build_before_distributed_fit(
-    model: keras.Model, strategy: tf.distribute.Strategy, dataset: tf.data.Dataset
-) -> None:
-    """Work around Keras 3.15 ``fit`` failing with string inputs on more than one replica.
-
-    Before its first epoch, ``fit`` averages one distributed batch across replicas
-    (``strategy.reduce("MEAN", ...)``) only to build the model symbolically; for a string input
-    (raw notes) that raises ``InvalidArgumentError: Value for attr 'T' of string``. This builds
-    model, optimizer and metrics from one local batch instead and turns that step off for this
-    model object.
-    """
-    with strategy.scope():
-        model._symbolic_build(data_batch=next(iter(dataset)))
-    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
-
-
 def train(cfg: Config, dataset: MultimodalDataset | None = None) -> RunResult:
     """Run the whole job described by ``cfg``; ``dataset`` overrides ``cfg.dataset`` if given."""
     from data_pipelines import load_dataset
@@ -141,16 +138,21 @@ def train(cfg: Config, dataset: MultimodalDataset | None = None) -> RunResult:
     (run_dir / "preprocessing.json").write_text(json.dumps(state))
 
     strategy = get_strategy(cfg.strategy)
+    plain = cfg.to_dict()  # encoders, fusion and tasks as plain mappings
     with strategy.scope():
-        model = build_fusion_model(
-            dataset.modalities, len(dataset.class_names), cfg.fusion, state,
-            embed_dim=cfg.embed_dim, dropout=cfg.dropout,
-            modality_dropout=cfg.modality_dropout, name=cfg.model_name,
+        preprocessor, task = build_models(
+            dataset.modalities, state, len(dataset.class_names),
+            encoders=plain["encoders"], fusion=plain["fusion"], embed_dim=cfg.embed_dim,
+            dropout=cfg.dropout, modality_dropout=cfg.modality_dropout, tasks=plain["tasks"],
+            representation_penalty=cfg.representation_penalty, seed=cfg.seed,
         )
-        model.compile(
+        losses, loss_weights = task.losses_and_weights()
+        trainee = task.training_model()
+        trainee.compile(
             optimizer=keras.optimizers.AdamW(cfg.learning_rate, weight_decay=cfg.weight_decay),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
+            loss=losses,
+            loss_weights=loss_weights,
+            metrics={"probabilities": [keras.metrics.SparseCategoricalAccuracy("accuracy")]},
         )
     callbacks = [
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
@@ -160,11 +162,10 @@ def train(cfg: Config, dataset: MultimodalDataset | None = None) -> RunResult:
         callbacks.append(keras.callbacks.EarlyStopping(
             "val_loss", patience=cfg.early_stopping, restore_best_weights=True, verbose=1
         ))
-    train_ds = to_tf_dataset(dataset, "train", cfg.batch_size, shuffle=True, seed=cfg.seed)
-    val_ds = to_tf_dataset(dataset, "val", cfg.batch_size)
-    if strategy.num_replicas_in_sync > 1:
-        build_before_distributed_fit(model, strategy, train_ds)
-    history = model.fit(
+    train_ds = feature_dataset(preprocessor, dataset, "train", cfg.batch_size, plain["tasks"],
+                               shuffle=True, seed=cfg.seed)
+    val_ds = feature_dataset(preprocessor, dataset, "val", cfg.batch_size, plain["tasks"])
+    history = trainee.fit(
         train_ds,
         validation_data=val_ds,
         epochs=cfg.epochs,
@@ -172,6 +173,7 @@ def train(cfg: Config, dataset: MultimodalDataset | None = None) -> RunResult:
         shuffle=False,  # the tf.data pipeline shuffles
         callbacks=callbacks,
     )
+    model = end_to_end(preprocessor, task, name=cfg.model_name)
     plot_history(history.history, run_dir / "history.png")
 
     probabilities = _batched_predict(model, dataset, "test", cfg.batch_size)

@@ -1,0 +1,132 @@
+"""The task model: a backbone plus prediction heads, trained on preprocessed features.
+
+Like KerasHub's ``Task``: ``FusionClassifier(backbone, num_classes)`` adds the classification head
+(output ``probabilities``) and optional extra heads (multi-task: other classifications or
+regressions, each a named output with its own loss weight), and passes the backbone's
+``modality_weights`` through when the fusion returns them. The loss is
+``sum_i alpha_i L_i + beta ||h||^2`` with ``h`` the fused representation
+(``representation_penalty`` = beta, averaged over the batch).
+
+Example:
+    >>> from mmkeras.models.backbone import FusionBackbone
+    >>> backbone = FusionBackbone({"acc": {"input_kind": "sequence", "shape": [64, 3]}},
+    ...                           embed_dim=8)
+    >>> task = FusionClassifier(backbone, num_classes=3,
+    ...                         tasks={"speed": {"type": "regression", "loss_weight": 0.5}})
+    >>> sorted(task.output), task.losses_and_weights()[1]
+    (['probabilities', 'speed'], {'probabilities': 1.0, 'speed': 0.5})
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+from mmkeras.models.backbone import FusionBackbone
+
+TASK_TYPES = ("classification", "regression")
+PRIMARY = "probabilities"
+
+
+@keras.saving.register_keras_serializable(package="mmkeras")
+class FusionClassifier(keras.Model):
+    """Backbone + classification head (+ optional extra task heads).
+
+    Args:
+        backbone: a :class:`FusionBackbone`.
+        num_classes: classes of the main label (output ``probabilities``).
+        tasks: extra heads ``{name: {"type": "classification"|"regression",
+            "num_classes": K (classification), "loss_weight": alpha}}``; a ``label`` entry sets
+            only the main task's loss weight.
+        dropout: dropout before the heads.
+        representation_penalty: beta, weight of the mean squared norm of the fused vector.
+    """
+
+    def __init__(
+        self,
+        backbone: FusionBackbone,
+        num_classes: int,
+        tasks: dict[str, dict[str, Any]] | None = None,
+        dropout: float = 0.3,
+        representation_penalty: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        tasks = {k: dict(v) for k, v in (tasks or {}).items()}
+        for name, t in tasks.items():
+            if name != "label" and t.get("type", "classification") not in TASK_TYPES:
+                raise ValueError(f"task {name!r}: type must be one of {TASK_TYPES}")
+            if name != "label" and backbone.fusion_level == "late":
+                raise ValueError(f"task {name!r}: extra tasks need an early or intermediate "
+                                 f"fusion; {backbone.fusion!r} is a late fusion")
+        inputs = backbone.input
+        out = backbone(inputs)
+        fused = out["fused"]
+        outputs: dict[str, Any] = {}
+        if backbone.fusion_level == "late":  # the fusion already combined class probabilities
+            outputs[PRIMARY] = keras.layers.Activation("linear", dtype="float32",
+                                                       name=PRIMARY)(fused)
+        else:
+            if representation_penalty:
+                fused = keras.layers.ActivityRegularization(
+                    l2=representation_penalty, name="representation_penalty")(fused)
+            fused = keras.layers.Dropout(dropout, name="head_dropout")(fused)
+            outputs[PRIMARY] = self._head(fused, PRIMARY, num_classes, backbone.embed_dim)
+            for name, t in tasks.items():
+                if name == "label":
+                    continue
+                units = t.get("num_classes", 1) if t.get("type") != "regression" else 1
+                outputs[name] = self._head(fused, name, units, backbone.embed_dim,
+                                           regression=t.get("type") == "regression")
+        if "modality_weights" in out:
+            outputs["modality_weights"] = keras.layers.Activation(
+                "linear", dtype="float32", name="modality_weights")(out["modality_weights"])
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.tasks = tasks
+        self.dropout = dropout
+        self.representation_penalty = representation_penalty
+
+    @staticmethod
+    def _head(x, name: str, units: int, width: int, regression: bool = False):
+        x = keras.layers.Dense(width, activation="relu", name=f"{name}_dense")(x)
+        return keras.layers.Dense(units, activation=None if regression else "softmax",
+                                  dtype="float32", name=name)(x)
+
+    def training_model(self) -> keras.Model:
+        """The same layers without the ``modality_weights`` output (it has no target).
+
+        Compile and fit this one; weights are shared, so training it trains the task.
+        """
+        outputs = {k: v for k, v in self.output.items() if k != "modality_weights"}
+        return keras.Model(self.input, outputs, name=f"{self.name}_training")
+
+    def losses_and_weights(self) -> tuple[dict[str, Any], dict[str, float]]:
+        """Keras ``loss`` and ``loss_weights`` dicts for ``compile`` (weights are not trained)."""
+        losses: dict[str, Any] = {PRIMARY: "sparse_categorical_crossentropy"}
+        weights = {PRIMARY: float(self.tasks.get("label", {}).get("loss_weight", 1.0))}
+        for name, t in self.tasks.items():
+            if name == "label":
+                continue
+            regression = t.get("type") == "regression"
+            losses[name] = "mse" if regression else "sparse_categorical_crossentropy"
+            weights[name] = float(t.get("loss_weight", 1.0))
+        return losses, weights
+
+    def get_config(self) -> dict:
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "num_classes": self.num_classes,
+            "tasks": self.tasks,
+            "dropout": self.dropout,
+            "representation_penalty": self.representation_penalty,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> FusionClassifier:
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)
