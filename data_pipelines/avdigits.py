@@ -48,11 +48,13 @@ Bad records
 -----------
 :func:`load` reads every paired WAV with the checked reader
 :func:`mmkeras.data.audio.read_audio` (expected rate 8000 Hz). Undecodable, truncated or empty
-files, a wrong sample rate and file names that do not follow ``{digit}_{speaker}_{index}.wav``
-with a known speaker go to ``dataset.info["quarantine"]`` (record: the file path; reason: the
-problem), or raise :class:`~mmkeras.data.quarantine.BadRecordError` with ``strict=True``. All
-3000 reference recordings are good. Corrupt MNIST files raise ``ValueError`` (the dataset
-cannot be built without them).
+files, NaN/inf samples (float WAVs), a wrong sample rate and file names that do not follow
+``{digit}_{speaker}_{index}.wav`` with a known speaker go to ``dataset.info["quarantine"]``
+(record: the file path; reason: the problem), or raise
+:class:`~mmkeras.data.quarantine.BadRecordError` with ``strict=True``. All 3000 reference
+recordings are good. Corrupt MNIST files raise ``ValueError`` (the dataset cannot be built
+without them); a folder with no usable recordings, or a split left without examples, raises
+:class:`~mmkeras.data.quarantine.EmptyDataError` naming the folder and split.
 
 Modalities (what the model's raw input is)
 ------------------------------------------
@@ -106,7 +108,7 @@ from mmkeras.data.audio import LogMelSpectrogram, decode_wav, pad_or_crop, read_
 from mmkeras.data.dataset import ModalitySpec, MultimodalDataset
 from mmkeras.data.download import cache_root, download, folder_digest, local_data
 from mmkeras.data.image import fit_image_stats, standardize_images
-from mmkeras.data.quarantine import Quarantine
+from mmkeras.data.quarantine import Quarantine, check_not_empty
 from mmkeras.data.standardize import Standardizer
 
 SEED = 0
@@ -367,6 +369,7 @@ def load(
         "audio": ModalitySpec("audio", "audio", (clip_samples,), options=audio_options),
         "image": ModalitySpec("image", "image", (28, 28, 1), "uint8", options=image_options),
     }
+    check_not_empty(splits, recordings, quarantine)
     info = {"quarantine": quarantine, "recordings": str(recordings), "mnist": str(mnist)}
     return MultimodalDataset("avdigits", modalities, CLASS_NAMES, splits, info)
 

@@ -99,6 +99,7 @@ from mmkeras.data.align import align, fixed_rate_grid
 from mmkeras.data.dataset import ModalitySpec, MultimodalDataset
 from mmkeras.data.download import cache_root
 from mmkeras.data.impute import impute
+from mmkeras.data.quarantine import check_not_empty
 from mmkeras.data.splits import group_split
 from mmkeras.data.windowing import multirate_windows
 
@@ -631,6 +632,7 @@ def load(
     strata = np.array([first_label[m] for m in windows["machine_id"]])
     masks = group_split(windows["machine_id"], SPLIT_FRACTIONS, seed=split_seed, strata=strata)
     splits = {name: {k: v[mask] for k, v in windows.items()} for name, mask in masks.items()}
+    check_not_empty(splits, folder)  # e.g. too few machines for three splits
     modalities = {
         "vibration": ModalitySpec(
             "vibration",

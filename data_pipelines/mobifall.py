@@ -74,7 +74,10 @@ Parse errors (no ``@DATA``, wrong number of fields, unparsable number), empty fi
 timestamps that go backwards (such a clock cannot be trusted, so the rows are not re-sorted),
 unknown codes, file names or headers that disagree with the file name, a missing
 sensor file and streams without a common span make the whole trial skipped; duplicate
-timestamps and NaN/inf rows are reported and the trial is kept as described above.
+timestamps and NaN/inf rows or rows with a value beyond :data:`MAX_ABS_VALUE` (absurd: 1e300
+becomes inf in float32) are reported and the trial is kept as described above (such rows are
+missing samples). A folder without trials or a split without windows raises
+:class:`~mmkeras.data.quarantine.EmptyDataError` naming the folder and the split.
 
 Example:
     >>> ds = load(window_s=2.0, hop_s=1.0)                      # doctest: +SKIP
@@ -100,7 +103,7 @@ from mmkeras.data.align import align, fixed_rate_grid
 from mmkeras.data.dataset import ModalitySpec, MultimodalDataset
 from mmkeras.data.download import cache_root, folder_digest, local_data
 from mmkeras.data.impute import impute
-from mmkeras.data.quarantine import BadRecordError, Quarantine
+from mmkeras.data.quarantine import BadRecordError, EmptyDataError, Quarantine, check_not_empty
 from mmkeras.data.windowing import sliding_windows, window_starts
 
 ACTIVITIES: dict[str, str] = {
@@ -141,6 +144,9 @@ _FILE_NAME = re.compile(r"^(?P<code>[A-Za-z]+)_(?P<sensor>acc|gyro|ori)_(?P<subj
                         r"(?P<trial>\d+)\.txt$")
 _ROW_DTYPE = np.dtype([("t", "<i8"), ("x", "<f8"), ("y", "<f8"), ("z", "<f8")])
 _MARKER = ".verified"
+# No phone sensor here reads beyond this (m/s^2, rad/s, degrees; the data peak at 360):
+# larger values (1e300 is inf in float32) are faults, treated like NaN/inf.
+MAX_ABS_VALUE = 1e6
 
 
 class SensorFileError(BadRecordError):
@@ -263,7 +269,8 @@ def stream_problems(
 
     Checks: no rows (fatal), timestamps going backwards (fatal), duplicate timestamps (kept,
     merged by their mean), rows with NaN/inf (kept, treated as missing samples). Reasons give
-    counts and the first offending line (``first_line`` = line of row 0).
+    counts and the first offending line (``first_line`` = line of row 0). Rows with a value
+    beyond :data:`MAX_ABS_VALUE` (absurd values) are kept as missing samples like NaN/inf.
     """
     if t_ns.size == 0:
         return [("empty file: no data rows after @DATA", True)]
@@ -282,11 +289,21 @@ def stream_problems(
             f"duplicate timestamps: {dup.size} row(s) repeat the previous timestamp, first at "
             f"line {first_line + int(dup[0]) + 1}; kept, merged by their mean", False
         ))
-    bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
+    finite = np.isfinite(values)
+    bad = np.flatnonzero(~finite.all(axis=1))
     if bad.size:
         problems.append((
             f"non-finite values: {bad.size} row(s) with NaN/inf, first at line "
             f"{first_line + int(bad[0])}; dropped, treated as missing samples", False
+        ))
+    with np.errstate(invalid="ignore"):
+        huge = np.flatnonzero((finite & (np.abs(values) > MAX_ABS_VALUE)).any(axis=1))
+    if huge.size:
+        k = int(huge[0])
+        problems.append((
+            f"absurd values: {huge.size} row(s) with |value| > {MAX_ABS_VALUE:g}, first at "
+            f"line {first_line + k} ({np.abs(values[k]).max():g}); dropped, treated as "
+            "missing samples", False
         ))
     return problems
 
@@ -378,6 +395,8 @@ def load_trial(
         for reason, fatal in stream_problems(t_ns, values, header["data_line"]):
             q.add(record(path), reason)
             usable &= not fatal
+        with np.errstate(invalid="ignore"):
+            values = np.where(np.abs(values) > MAX_ABS_VALUE, np.nan, values)  # -> missing
         streams[sensor] = (t_ns, encode_orientation(values) if sensor == "ori" else values)
     if not usable:
         return None
@@ -486,13 +505,19 @@ def load(
     root = Path(root) if root is not None else data_root()
     quarantine = Quarantine(strict=strict)
     trials = find_trials(root, quarantine)
+    if not trials:
+        skipped = f"; {len(quarantine)} bad record(s) were skipped" if len(quarantine) else ""
+        raise EmptyDataError(f"{root}: no complete MobiFall trials (sub*/**/<CODE>_<sensor>_"
+                             f"<subject>_<trial>.txt){skipped}")
     subjects = sorted({t.subject for t in trials})
     for name, subject in (("test_subject", test_subject), ("val_subject", val_subject)):
         if subject not in subjects:
-            raise ValueError(f"{name}={subject} has no trials in {root}; subjects: {subjects}")
+            split = name.removesuffix("_subject")
+            raise EmptyDataError(f"{root}: split {split!r} is empty: {name}={subject} has no "
+                                 f"trials; subjects: {subjects}")
     if len(subjects) < 3:
-        raise ValueError(f"need a training subject besides {val_subject} and {test_subject}; "
-                         f"{root} has subjects {subjects}")
+        raise EmptyDataError(f"{root}: split 'train' is empty: need a training subject besides "
+                             f"{val_subject} and {test_subject}; subjects: {subjects}")
     parts: dict[str, dict[str, list[np.ndarray]]] = {"train": {}, "val": {}, "test": {}}
     dropped: list[dict[str, Any]] = []
     n_loaded = 0
@@ -507,9 +532,7 @@ def load(
             parts[split].setdefault(key, []).append(value)
     splits = {name: {k: np.concatenate(v) for k, v in arrays.items()}
               for name, arrays in parts.items()}
-    for name, arrays in splits.items():
-        if not arrays or not arrays["label"].size:
-            raise ValueError(f"split {name!r} has no windows; check {root} and the quarantine")
+    check_not_empty(splits, root, quarantine)
     kept = {name: int(arrays["label"].size) for name, arrays in splits.items()}
     info = {
         "quarantine": quarantine,

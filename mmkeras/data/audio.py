@@ -410,7 +410,8 @@ def read_audio(
     Raises:
         ValueError: naming the file, if it cannot be decoded, is truncated (WAV data chunk
             shorter than declared, FLAC stream shorter than its header says), holds no
-            samples, or its rate differs from ``expected_rate``. A missing or unreadable path
+            samples, holds NaN/inf samples (float WAVs), or its rate differs from
+            ``expected_rate``. A missing or unreadable path
             raises the usual OSError (FileNotFoundError, PermissionError).
     """
     import soundfile as sf
@@ -430,6 +431,10 @@ def read_audio(
         raise ValueError(f"{path}: truncated: header declares {declared} frames, read {len(audio)}")
     if len(audio) == 0:
         raise ValueError(f"{path}: contains no audio samples")
+    bad = np.flatnonzero(~np.isfinite(audio).all(axis=1))
+    if bad.size:
+        raise ValueError(f"{path}: non-finite samples: {bad.size} frame(s) with NaN/inf, first "
+                         f"at frame {bad[0]}")
     if expected_rate is not None and sample_rate != expected_rate:
         raise ValueError(f"{path}: sample rate is {sample_rate} Hz, expected {expected_rate} Hz")
     audio = audio.mean(axis=1, dtype=np.float32)

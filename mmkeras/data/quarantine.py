@@ -31,9 +31,11 @@ class EmptyDataError(DataError):
     """A dataset or one of its splits has no examples; the message names folder and split."""
 
 
-def check_not_empty(splits: dict[str, dict], folder: str | Path, quarantine: Quarantine) -> None:
+def check_not_empty(
+    splits: dict[str, dict], folder: str | Path, quarantine: Quarantine | None = None
+) -> None:
     """Raise :class:`EmptyDataError` naming ``folder`` and the first split without examples."""
-    skipped = f"; {len(quarantine)} bad record(s) were skipped" if len(quarantine) else ""
+    skipped = f"; {len(quarantine)} bad record(s) were skipped" if quarantine else ""
     if not any(len(arrays.get("label", ())) for arrays in splits.values()):
         raise EmptyDataError(f"{folder}: no usable examples in any split{skipped}: check the "
                              "folder (and the quarantine report)")
