@@ -38,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 AUDIO_LIMIT = 1.0
-RANGE_MARGIN = 1.0
+RANGE_MARGIN = 2.0
 
 
 @dataclass
@@ -175,8 +175,8 @@ def check_modality(
                               "in examples {}", bad))
         hint = ("waveform samples must be floats in [-1, 1] (divide int16 PCM by 32768)"
                 if c.kind == "audio" else
-                f"values must lie in [{_fmt(c.low)}, {_fmt(c.high)}] per channel (training range "
-                "plus margin)")
+                f"values must lie between {_fmt(c.low)} and {_fmt(c.high)} (per channel: "
+                "training range plus margin)")
         outside = tf.where(tf.logical_not(inside))[:, 0]
         checks.append(_assert(tf.reduce_all(inside), f"input '{c.name}': {hint}; out of range in "
                               "examples {}", outside))
@@ -294,7 +294,8 @@ def make_serving_fn(
                     given = tf.strings.length(x) > 0
                     present = present * tf.cast(given, present.dtype)[:, None]
                     x = tf.where(given, x, stand_ins[name])
-                x = decode(c, x)
+                with tf.name_scope(f"decode_{alt}"):  # node names say which input failed
+                    x = decode(c, x)
             x, present = check_modality(c, x, present, batch)
             feed[name] = x
             if present is not None:

@@ -1,8 +1,8 @@
 """Check an exported SavedModel the way TF Serving will use it, importing only TensorFlow.
 
 Run as ``python -P mmkeras/serving/validate.py EXPORT_DIR`` (what ``python -m mmkeras.export
---validate`` does) so that neither keras nor mmkeras is imported; the report says whether either
-was. Checks:
+--validate`` does): run as a script it makes ``keras``, ``tf_keras`` and ``mmkeras`` unimportable
+before importing TensorFlow, so the SavedModel must load without them. Checks:
 
 1. ops: every op in the graph and its functions is registered in core TensorFlow, and none is
    ``PyFunc``/``PyFuncStateless``/``EagerPyFunc`` (``tf.numpy_function``/``tf.py_function``);
@@ -28,8 +28,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import tensorflow as tf
+# TF Serving has neither: make importing them fail here (TensorFlow imports keras when it can)
+BLOCKED = ("keras", "tf_keras", "mmkeras")
+if __name__ == "__main__":
+    sys.modules.update(dict.fromkeys(BLOCKED))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 PYTHON_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
 WARMUP_FILE = "tf_serving_warmup_requests"
@@ -163,9 +168,8 @@ def run(export_dir: str, examples: str | None = None, atol: float = 1e-5) -> dic
         report["warmup_requests"] = replay_warmup(loaded, extra / WARMUP_FILE)
     elif examples is None:
         problems.append(f"no warmup file {extra / WARMUP_FILE}")
-    report["keras_imported"] = "keras" in sys.modules
-    report["mmkeras_imported"] = any(m == "mmkeras" or m.startswith("mmkeras.")
-                                     for m in sys.modules)
+    report["keras_imported"] = sys.modules.get("keras") is not None
+    report["mmkeras_imported"] = sys.modules.get("mmkeras") is not None
     report["problems"] = problems
     report["ok"] = not problems
     return report
