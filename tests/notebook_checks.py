@@ -6,7 +6,8 @@ never modified. :func:`install` records, per cell (by execution count):
 
 * every ``matplotlib.figure.Figure`` created (pyplot or not);
 * every render of a figure for display (``canvas.print_figure`` outside ``savefig``: the
-  inline backend and IPython's ``Figure`` formatter both go through it) and every ``savefig``;
+  inline backend and IPython's ``Figure`` formatter both go through it) with its number of
+  axes, and every ``savefig``;
 * at each render, the axes that hold no artist with data (:func:`axes_without_data`).
 
 :func:`figure_problems` turns that record and the executed notebook into a list of problems:
@@ -80,7 +81,7 @@ def install(shell: Any, report_path: str) -> None:
 
     def cell() -> dict[str, Any]:
         return cells.setdefault(state["cell"], {"created": 0, "displayed": 0, "saved": 0,
-                                                "empty_axes": []})
+                                                "axes_displayed": [], "empty_axes": []})
 
     init, print_figure, savefig = Figure.__init__, FigureCanvasBase.print_figure, Figure.savefig
 
@@ -93,6 +94,8 @@ def install(shell: Any, report_path: str) -> None:
         fig = self.figure
         shown.add(id(fig))
         cell()["saved" if state["saving"] else "displayed"] += 1
+        if not state["saving"]:
+            cell()["axes_displayed"].append(len(fig.axes))
         cell()["empty_axes"].extend(axes_without_data(fig))
         return print_figure(self, *args, **kwargs)
 

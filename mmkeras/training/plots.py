@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 DPI = 110
 
@@ -37,6 +38,7 @@ def plot_history(history: dict[str, list[float]], path: str | Path | None = None
             if values is not None and len(values):
                 ax.plot(np.arange(1, len(values) + 1), values, style, ms=3, label=label)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(key if key == "loss" else f"{key} (fraction correct)")
         ax.set_title(key if key != "loss" else "loss (cross-entropy)")
         ax.legend()
