@@ -116,14 +116,11 @@ def test_layer_harness(name):
                    expected_shapes=expected_shapes(name))
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_absent_modality_changes_no_output(name):
-    layer = FUSIONS.build({"name": name, **KWARGS[name]})
-    presence = mixed_presence()
-    features = features_for(name)
+def assert_absent_changes_nothing(layer, features: list, presence: np.ndarray) -> None:
+    """Large noise on modality j where it is absent (values, and the mask) changes no output."""
     reference = run(layer, features, presence)
     rng = np.random.default_rng(1)
-    for j in range(3):
+    for j in range(len(features)):
         absent = presence[:, j] == 0
         perturbed = [dict(f) for f in features]
         for key, value in perturbed[j].items():
@@ -135,7 +132,29 @@ def test_absent_modality_changes_no_output(name):
             perturbed[j][key] = value
         out = run(layer, perturbed, presence)
         for key in reference:
-            np.testing.assert_array_equal(out[key], reference[key], err_msg=f"{name}, modality {j}")
+            np.testing.assert_array_equal(out[key], reference[key],
+                                          err_msg=f"{layer.name}: {key}, modality {j} absent")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_absent_modality_changes_no_output(name):
+    layer = FUSIONS.build({"name": name, **KWARGS[name]})
+    assert_absent_changes_nothing(layer, features_for(name), mixed_presence())
+
+
+class UnmaskedGatedFusion(GatedFusion):
+    """Gated fusion done the naive way: absent modalities masked after the softmax."""
+
+    def call(self, features, presence, training=None) -> dict:
+        pooled = keras.ops.stack([f["pooled"] for f in features], axis=1)
+        weights = keras.ops.softmax(self.gate(pooled)[..., 0], axis=-1) * presence
+        return {"fused": keras.ops.sum(weights[..., None] * pooled, axis=1)}
+
+
+def test_presence_check_catches_a_softmax_over_absent_modalities():
+    with pytest.raises(AssertionError, match="modality 0 absent"):
+        assert_absent_changes_nothing(UnmaskedGatedFusion(embed_dim=8), encoded_features(),
+                                      mixed_presence())
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -177,3 +196,153 @@ def test_harness_catches_a_config_that_drops_an_argument():
     with pytest.raises(AssertionError, match="drops constructor argument 'temperature'"):
         run_layer_test((ForgetfulGatedFusion, {"embed_dim": 8, "temperature": 2.0}),
                        [encoded_features(), mixed_presence()])
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def test_attention_weights_are_the_scaled_dot_product_softmax_over_present():
+    features, presence = encoded_features(), mixed_presence()
+    layer = FUSIONS.build({"name": "attention", "embed_dim": 8})
+    out = run(layer, features, presence)
+    pooled = np.stack([f["pooled"] for f in features], axis=1)
+    scores = pooled @ np.asarray(layer.key.kernel) @ np.asarray(layer.query) / np.sqrt(8)
+    scores = np.where(presence > 0, scores, -np.inf)
+    np.testing.assert_allclose(out["modality_weights"], softmax(scores), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(out["fused"], np.einsum("bm,bmd->bd", softmax(scores), pooled),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_tensor_fusion_is_a_dense_layer_on_the_outer_product():
+    features, presence = encoded_features(), mixed_presence()
+    layer = FUSIONS.build({"name": "tensor", "embed_dim": 8, "dim": 2})
+    out = run(layer, features, presence)
+    product = np.ones((BATCH, 1))
+    for m, feature in enumerate(features):
+        dense = layer.projections[m]
+        h = feature["pooled"] @ np.asarray(dense.kernel) + np.asarray(dense.bias)
+        extended = np.concatenate([np.ones((BATCH, 1)), h * presence[:, m:m + 1]], axis=1)
+        product = np.einsum("bi,bj->bij", product, extended).reshape(BATCH, -1)
+    assert product.shape == (BATCH, 27)
+    expected = product @ np.asarray(layer.output_dense.kernel) + np.asarray(layer.output_dense.bias)
+    np.testing.assert_allclose(out["fused"], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_low_rank_fusion_is_the_rank_sum_of_factor_products():
+    features, presence = encoded_features(), mixed_presence()
+    layer = FUSIONS.build({"name": "low_rank_tensor", "embed_dim": 8, "rank": 3})
+    out = run(layer, features, presence)
+    product = 1.0
+    for m, feature in enumerate(features):
+        extended = np.concatenate([np.ones((BATCH, 1)), feature["pooled"] * presence[:, m:m + 1]],
+                                  axis=1)
+        product = product * np.einsum("bi,rio->bro", extended, np.asarray(layer.factors[m]))
+    expected = np.einsum("bro,r->bo", product, np.asarray(layer.rank_weights))
+    np.testing.assert_allclose(out["fused"], expected + np.asarray(layer.bias), rtol=1e-4,
+                               atol=1e-5)
+
+
+def head_probabilities(layer, features) -> np.ndarray:
+    """``[B, M, K]`` per-modality softmax of the late heads."""
+    return np.stack([softmax(f["pooled"] @ np.asarray(h.kernel) + np.asarray(h.bias))
+                     for h, f in zip(layer.heads, features, strict=True)], axis=1)
+
+
+@pytest.mark.parametrize("name", ["late_mean", "late_product"])
+def test_late_mean_and_product_combine_present_heads(name):
+    features, presence = encoded_features(), mixed_presence()
+    layer = FUSIONS.build({"name": name, "num_classes": NUM_CLASSES})
+    fused = run(layer, features, presence)["fused"]
+    p = head_probabilities(layer, features)
+    if name == "late_mean":
+        expected = np.einsum("bm,bmk->bk", presence, p) / presence.sum(axis=1, keepdims=True)
+    else:
+        expected = softmax(np.einsum("bm,bmk->bk", presence, np.log(p)))
+    np.testing.assert_allclose(fused, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_cross_attention_without_other_modalities_is_the_own_pooled_path():
+    features = encoded_features()
+    presence = np.eye(3, dtype="float32")[np.arange(BATCH) % 3]
+    layer = FUSIONS.build({"name": "cross_attention", "embed_dim": 8, "num_heads": 2})
+    fused = run(layer, features, presence)["fused"]
+    for b in range(BATCH):
+        m = b % 3
+        mask = features[m]["mask"][b]
+        tokens = np.where(mask[:, None] > 0, features[m]["tokens"][b], 0.0)
+        dense = layer.projections[m]
+        projected = tokens @ np.asarray(dense.kernel) + np.asarray(dense.bias)
+        own = (projected * mask[:, None]).sum(axis=0) / mask.sum()
+        np.testing.assert_allclose(fused[b], own, rtol=1e-5, atol=1e-6)
+
+
+def test_cross_attention_ignores_padded_tokens():
+    features, presence = encoded_features(), mixed_presence()
+    layer = FUSIONS.build({"name": "cross_attention", "embed_dim": 8, "num_heads": 2})
+    reference = run(layer, features, presence)["fused"]
+    padded = [dict(f) for f in features]
+    padded[2]["tokens"] = np.where(features[2]["mask"][..., None] > 0, features[2]["tokens"], 1e6)
+    np.testing.assert_array_equal(run(layer, padded, presence)["fused"], reference)
+
+
+def test_early_fusion_with_an_image():
+    rng = np.random.default_rng(0)
+    features = [{"raw": rng.normal(size=(BATCH, 64, 3)).astype("float32")},
+                {"raw": rng.normal(size=(BATCH, 7, 6, 1)).astype("float32")},
+                {"raw": rng.normal(size=(BATCH, 5)).astype("float32")}]
+    run_layer_test((FUSIONS.get("early"), KWARGS["early"]), [features, mixed_presence()],
+                   expected_shapes={"fused": (None, 16)})
+    layer = FUSIONS.build({"name": "early", "embed_dim": 8, "bands": 16})
+    assert_absent_changes_nothing(layer, features, mixed_presence())
+    # summaries: 3 * (2 + 16) for the series (64 >= 4 * 16), 4 * 3 pooled pixels, 5 values
+    assert [int(w.shape[0]) for w in layer.missing] == [54, 12, 5]
+
+
+def test_early_timeline_refuses_images_and_needs_a_series():
+    presence = np.ones((2, 2), "float32")
+    image = {"raw": np.zeros((2, 8, 8, 1), "float32")}
+    series = {"raw": np.zeros((2, 16, 2), "float32")}
+    with pytest.raises(ValueError, match=r"features\[1\] is an image .*'early' fusion"):
+        FUSIONS.build("early_timeline")([series, image], presence)
+    with pytest.raises(ValueError, match="no time series"):
+        FUSIONS.build("early_timeline")([{"raw": np.zeros((2, 3), "float32")}] * 2, presence)
+
+
+def test_early_timeline_default_steps_is_the_shortest_series_at_least_8():
+    presence = np.ones((2, 3), "float32")
+    for lengths, steps in (((64, 16), 16), ((64, 5), 8)):
+        layer = FUSIONS.build("early_timeline")
+        layer([{"raw": np.zeros((2, n, 1), "float32")} for n in lengths]
+              + [{"raw": np.zeros((2, 3), "float32")}], presence)
+        assert layer.timeline == steps
+
+
+def test_resample_matrix_pools_down_and_interpolates_up():
+    from mmkeras.fusion.early_timeline import resample_matrix
+
+    ramp = np.arange(12.0)
+    np.testing.assert_allclose(resample_matrix(12, 4) @ ramp, [1.0, 4.0, 7.0, 10.0])
+    # bins of 2.4 samples: the first is samples 0, 1 and 0.4 of sample 2: (0 + 1 + 0.8) / 2.4
+    np.testing.assert_allclose(resample_matrix(12, 5) @ ramp,
+                               [0.75, 37 / 12, 5.5, 95 / 12, 10.25], rtol=1e-6)
+    up = resample_matrix(4, 8) @ np.arange(4.0)
+    np.testing.assert_allclose(up, np.clip((np.arange(8) + 0.5) / 2 - 0.5, 0, 3))
+    for length, steps in ((1000, 8), (16, 12), (5, 8), (7, 7)):
+        np.testing.assert_allclose(resample_matrix(length, steps).sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_input_errors_name_the_argument():
+    features = encoded_features()
+    with pytest.raises(ValueError, match=r"presence must be \[batch, 3\]"):
+        FUSIONS.build("concat")(features, np.ones((BATCH, 2), "float32"))
+    unequal = [dict(f) for f in features]
+    unequal[1]["pooled"] = np.ones((BATCH, 4), "float32")
+    with pytest.raises(ValueError, match=r"features\[i\]\['pooled'\] must all have the same size"):
+        FUSIONS.build("sum")(unequal, mixed_presence())
+    with pytest.raises(ValueError, match="use low_rank_tensor"):
+        FUSIONS.build({"name": "tensor", "dim": 63})(features, mixed_presence())
+    with pytest.raises(ValueError, match=r"features\[0\] lacks \['tokens'\]"):
+        FUSIONS.build("cross_attention")([{"pooled": f["pooled"], "mask": f["mask"]}
+                                          for f in features], mixed_presence())
