@@ -9,9 +9,9 @@ the fix (the closest valid name for typos). Float fields accept numeric strings 
 ``dataset_args`` are checked against the dataset's ``load()`` signature (names and types).
 
 Example:
-    >>> cfg = resolve_config(None, ["fusion=late", "epochs=3", "learning_rate=1e-3"])
+    >>> cfg = resolve_config(None, ["fusion=gated", "epochs=3", "learning_rate=1e-3"])
     >>> cfg.fusion, cfg.epochs, cfg.learning_rate
-    ('late', 3, 0.001)
+    ('gated', 3, 0.001)
 """
 
 from __future__ import annotations
@@ -39,9 +39,7 @@ from pydantic import (
     model_validator,
 )
 
-# Fusion names the trainer understands today; accepted in addition to mmkeras.registry.FUSIONS.
-LEGACY_FUSIONS = ("early", "intermediate", "late")
-DEFAULT_FUSION = "intermediate"
+DEFAULT_FUSION = "concat"
 
 
 class ConfigError(ValueError):
@@ -154,7 +152,7 @@ class Config(BaseModel):
     @field_validator("fusion")
     @classmethod
     def _known_fusion(cls, value: Any) -> Any:
-        _check_spec(value, "fusion", "fusion", legacy=LEGACY_FUSIONS)
+        _check_spec(value, "fusion", "fusion")
         return value
 
     @field_validator("encoders")
@@ -182,31 +180,15 @@ def _registry(kind: str):
     return registry.FUSIONS if kind == "fusion" else registry.ENCODERS
 
 
-def _check_spec(spec: Any, kind: str, where: str, legacy: tuple[str, ...] = ()) -> None:
-    """A registered name, or ``{name: ..., kwarg: value}`` with the class's keyword arguments.
-
-    ``legacy`` names are always accepted; with an empty registry only they are.
-    """
+def _check_spec(spec: Any, kind: str, where: str) -> None:
+    """A registered name, or ``{name: ..., kwarg: value}`` with the class's keyword arguments."""
     from mmkeras.registry import split_spec
 
-    field = f"config field {where!r}={spec!r}"
     try:
         name, kwargs = split_spec(spec, kind)
+        cls = _registry(kind).get(name)
     except ValueError as err:
-        raise ValueError(f"{field}: {err}") from None
-    registry = _registry(kind)
-    if name in legacy and (kwargs == {} or name not in registry):
-        if kwargs:
-            raise ValueError(f"{field}: {kind} {name!r} takes no arguments here")
-        return
-    if not registry.names() and legacy:
-        raise ValueError(f"{field}: unknown {kind} {name!r}{_closest(name, legacy)} "
-                         f"Choose one of: {', '.join(legacy)}")
-    try:
-        cls = registry.get(name)
-    except ValueError as err:
-        also = f" (or: {', '.join(legacy)})" if legacy else ""
-        raise ValueError(f"{field}: {err}{also}") from None
+        raise ValueError(f"config field {where!r}={spec!r}: {err}") from None
     params = inspect.signature(cls.__init__).parameters
     accepted = [p for p in params if p not in ("self", "args", "kwargs")] + ["dtype", "trainable"]
     for key in kwargs:

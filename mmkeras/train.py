@@ -25,8 +25,9 @@ EPILOG = """\
 overrides (key=value, values parsed as YAML):
   dataset=machine            dataset module in data_pipelines/ (machine, avdigits, mobifall)
   dataset_args.n_machines=8  arguments of that dataset's load()
-  fusion=intermediate        early | intermediate | late, or a registered fusion
-                             (fusion.name=tensor fusion.rank=4 for its arguments)
+  fusion=concat              a registered fusion (concat, gated, attention, tensor, early,
+                             late_mean, ...: see mmkeras.registry.FUSIONS); its arguments
+                             as fusion.name=tensor fusion.dim=4
   encoders.audio=conv1d      encoder per modality (default: one per modality kind)
   tasks.label.type=classification tasks.label.loss_weight=1.0   tasks and their loss weights
   representation_penalty=0   beta of beta*||h||^2 added to the loss
@@ -44,7 +45,7 @@ overrides (key=value, values parsed as YAML):
 
 examples:
   python -m mmkeras.train
-  python -m mmkeras.train fusion=late epochs=5 --output runs/late
+  python -m mmkeras.train fusion=late_mean epochs=5 --output runs/late
   python -m mmkeras.train --config my_run.yaml modalities=[audio,vibration]
   python -m mmkeras.train epochs=2 --strict --print-config
 """

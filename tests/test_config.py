@@ -50,7 +50,9 @@ ERRORS = [
     (["dataset_args.n_machines=abc"], ["'dataset_args.n_machines'='abc'", "integer"]),
     (["dataset_args.strict=true"], ["'dataset_args.strict'", "--strict"]),
     (["dataset=mobifal"], ["'dataset'", "did you mean 'mobifall'"]),
-    (["fusion=middle"], ["'fusion'='middle'", "early, intermediate, late"]),
+    (["fusion=middle"], ["'fusion'='middle'", "unknown fusion 'middle'", "concat"]),
+    (["fusion=gatd"], ["'fusion'='gatd'", "did you mean 'gated'"]),
+    (["fusion.name=tensor", "fusion.rank=4"], ["'fusion.rank'", "no argument 'rank'", "dim"]),
     (["lr_schedule=cosin"], ["'lr_schedule'", "did you mean 'cosine'"]),
     (["mixed_precision=float16"], ["'mixed_precision'", "mixed_float16"]),
     (["strategy=mirror"], ["'strategy'", "did you mean 'mirrored'"]),
@@ -92,7 +94,7 @@ def test_yaml_syntax_error_names_file_line_and_column(tmp_path, capsys):
 
 def test_unknown_field_in_file_suggests_the_name(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
-    path.write_text("fusoin: early\n")
+    path.write_text("fusoin: concat\n")
     code, _, err = run_cli(["--config", str(path)], capsys)
     assert code == 2 and "unknown field 'fusoin'" in err and "did you mean 'fusion'" in err
 
@@ -111,8 +113,9 @@ GOOD = [
     (["lr_schedule=cosine", "mixed_precision=mixed_bfloat16", "lr_scale_with_replicas=true"],
      {"lr_schedule": "cosine", "mixed_precision": "mixed_bfloat16",
       "lr_scale_with_replicas": True}),
-    (["fusion=late", "weight_decay=0", "early_stopping=0"],
-     {"fusion": "late", "weight_decay": 0.0, "early_stopping": 0}),
+    (["fusion=late_mean", "weight_decay=0", "early_stopping=0"],
+     {"fusion": "late_mean", "weight_decay": 0.0, "early_stopping": 0}),
+    (["fusion.name=tensor", "fusion.dim=4"], {"fusion": {"name": "tensor", "dim": 4}}),
 ]
 
 
@@ -128,9 +131,10 @@ def test_print_config_shows_resolved_values(argv, expected, capsys):
 
 def test_file_then_overrides(tmp_path):
     path = tmp_path / "run.yaml"
-    path.write_text("fusion: late\nepochs: 3\nlearning_rate: 1e-3\ndataset_args: {n_machines: 8}\n")
+    path.write_text("fusion: gated\nepochs: 3\nlearning_rate: 1e-3\n"
+                    "dataset_args: {n_machines: 8}\n")
     cfg = resolve_config(path, ["epochs=5", "modalities=[audio]", "dataset_args.duration_s=12.5"])
-    assert (cfg.fusion, cfg.epochs, cfg.modalities) == ("late", 5, ["audio"])
+    assert (cfg.fusion, cfg.epochs, cfg.modalities) == ("gated", 5, ["audio"])
     assert cfg.learning_rate == 0.001 and isinstance(cfg.learning_rate, float)
     assert cfg.dataset_args == {"n_machines": 8, "duration_s": 12.5}
     assert yaml.safe_load(yaml.safe_dump(cfg.to_dict()))["dataset_args"] == cfg.dataset_args
