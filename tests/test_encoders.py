@@ -1,0 +1,258 @@
+"""Every registered encoder honours the encoder contract (mmkeras.encoders.base).
+
+Parametrised over ``ENCODERS.names()``: a newly registered encoder is tested automatically (with
+``embed_dim=8``, plus ``vocab_size`` for token inputs, on the first of its input kinds) until it
+gets an entry in ``SETTINGS``.
+
+The layer checks are those of ``tests/layer_harness.run_layer_test``, except that training goes
+through both ``pooled`` and ``tokens`` (the harness trains on the first floating output in
+flattening order, which for an encoder is ``mask``, a constant).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import mmkeras.encoders
+from mmkeras.registry import ENCODERS
+from tests.test_hub_encoder import write_savedmodel
+
+for _module in pkgutil.iter_modules(mmkeras.encoders.__path__):
+    importlib.import_module(f"mmkeras.encoders.{_module.name}")
+
+from mmkeras.encoders.keras_application import KerasApplicationEncoder  # noqa: E402
+from mmkeras.encoders.transformer_block import TransformerBlock  # noqa: E402
+
+VOCAB = 30
+HUB_DIR = Path(tempfile.mkdtemp(prefix="mmkeras-hub-"))
+write_savedmodel(HUB_DIR / "vector", input_shape=(None, 10), features=5)
+
+# name: (every constructor argument, values unlike the defaults; input; number of tokens)
+SETTINGS = {
+    "conv1d": ({"embed_dim": 8, "filters": (4, 8), "kernel_size": 5, "min_stride_length": 16},
+               "sequence", 16),
+    "gru": ({"embed_dim": 8, "units": 4, "bidirectional": True, "conv_filters": 4,
+             "kernel_size": 3, "max_steps": 32}, "sequence", 32),
+    "transformer": ({"embed_dim": 8, "num_layers": 1, "num_heads": 2, "mlp_dim": 16,
+                     "dropout": 0.0, "patch_size": None, "max_tokens": 16}, "sequence", 16),
+    "spectrogram_cnn": ({"embed_dim": 8, "filters": (4, 8), "kernel_size": 3}, "spectrogram", 8),
+    "image_cnn": ({"embed_dim": 8, "filters": (4,), "grid": 3}, "image", 9),
+    "keras_application": ({"embed_dim": 8, "architecture": "MobileNetV3Small", "weights": None,
+                           "input_size": 64, "backbone_kwargs": {"minimalistic": True}},
+                          "image", 4),
+    "text_bag": ({"vocab_size": VOCAB, "embed_dim": 8, "token_dim": 6}, "tokens", 12),
+    "text_transformer": ({"vocab_size": VOCAB, "embed_dim": 8, "num_layers": 1, "num_heads": 2,
+                          "mlp_dim": 16, "dropout": 0.0, "max_length": 16}, "tokens", 12),
+    "text_cnn": ({"vocab_size": VOCAB, "embed_dim": 8, "token_dim": 6, "filters": 4,
+                  "kernel_sizes": (3,)}, "tokens", 12),
+    "mlp": ({"embed_dim": 8, "hidden_units": (16, 8), "dropout": 0.1}, "vector", 10),
+    "hub": ({"handle": str(HUB_DIR / "vector"), "embed_dim": 8, "fine_tune": True,
+             "signature": None, "output_key": None}, "vector", 1),
+}
+# Encoders that take step_mask (the others reject it).
+STEP_MASKED = ("conv1d", "gru", "transformer", "spectrogram_cnn", "mlp")
+
+
+def example(kind: str, seed: int = 0) -> np.ndarray:
+    """A small batch of each input kind (spectrogram: a sequence of 16 mel bands)."""
+    rng = np.random.default_rng(seed)
+    if kind == "tokens":
+        ids = rng.integers(1, VOCAB, size=(2, 12))
+        ids[0, 8:] = 0
+        ids[1, 5:] = 0
+        return ids.astype("int64")
+    shape = {"sequence": (2, 64, 3), "spectrogram": (2, 32, 16), "image": (2, 28, 28, 1),
+             "vector": (2, 10)}[kind]
+    return rng.normal(size=shape).astype("float32")
+
+
+def settings(name: str) -> tuple[type, dict, np.ndarray, int | None]:
+    cls = ENCODERS.get(name)
+    if name in SETTINGS:
+        kwargs, kind, tokens = SETTINGS[name]
+    else:
+        kind, tokens = cls.input_kinds[0], None
+        kwargs = {"embed_dim": 8, **({"vocab_size": VOCAB} if kind == "tokens" else {})}
+    return cls, kwargs, example(kind), tokens
+
+
+def functional(layer, x, **kwargs):
+    inputs = keras.Input(x.shape[1:], dtype=str(x.dtype))
+    outputs = layer(inputs, **kwargs)
+    return keras.Model(inputs, outputs), outputs
+
+
+def predict(model, x) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v) for k, v in model.predict(x, batch_size=len(x), verbose=0).items()}
+
+
+def plain(value):
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("name", ENCODERS.names())
+def test_encoder_layer_contract(name):
+    cls, kwargs, x, n = settings(name)
+    kind = SETTINGS.get(name, (None, cls.input_kinds[0]))[1]
+    assert issubclass(cls, mmkeras.encoders.base.Encoder)
+    keras.utils.set_random_seed(0)
+    layer = cls(**kwargs)
+    model, symbolic = functional(layer, x)
+    shapes = {k: tuple(v.shape) for k, v in symbolic.items()}
+    assert shapes == {"tokens": (None, n, 8), "mask": (None, n), "pooled": (None, 8)}
+    out = predict(model, x)
+    assert {k: v.shape for k, v in out.items()} == {
+        "tokens": (2, n, 8), "mask": (2, n), "pooled": (2, 8)}
+    assert out["mask"].dtype == np.float32 and set(np.unique(out["mask"])) <= {0.0, 1.0}
+
+    # one training step through pooled and tokens moves every trainable weight
+    head = keras.layers.Add()([
+        keras.layers.Dense(1)(symbolic["pooled"]),
+        keras.layers.Dense(1)(keras.layers.GlobalAveragePooling1D()(symbolic["tokens"])),
+    ])
+    trainer = keras.Model(model.inputs, head)
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    before = [np.array(w) for w in layer.trainable_weights]
+    assert before, f"{name} has no trainable weights"
+    batch = np.concatenate([x] + [example(kind, seed) for seed in (1, 2, 3)])
+    target = np.random.default_rng(0).normal(size=(len(batch), 1)).astype("float32")
+    history = trainer.fit(batch, target, batch_size=len(batch), verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    still = [w.path for w, b in zip(layer.trainable_weights, before, strict=True)
+             if np.array_equal(np.array(w), b)]
+    assert not still, f"{name}: a training step left weights untouched: {still}"
+    out = predict(model, x)
+
+    # config holds every constructor argument; a rebuilt layer computes the same
+    config = layer.get_config()
+    for key, value in kwargs.items():
+        assert plain(config[key]) == plain(value), key
+    assert cls.from_config(config).get_config() == config
+    rebuilt = cls.from_config(config)
+    rebuilt_model, _ = functional(rebuilt, x)
+    rebuilt.set_weights(layer.get_weights())
+    for key, value in predict(rebuilt_model, x).items():
+        np.testing.assert_array_equal(value, out[key], err_msg=key)
+
+    # model.keras round trip
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save(Path(tmp) / "encoder.keras")
+        restored = keras.saving.load_model(Path(tmp) / "encoder.keras")
+    for key, value in predict(restored, x).items():
+        np.testing.assert_array_equal(value, out[key], err_msg=key)
+
+    # mixed precision forward pass: finite, float32 mask
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        mixed = predict(functional(cls(**kwargs), x)[0], x)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert all(np.all(np.isfinite(v)) for v in mixed.values())
+    assert mixed["mask"].dtype == np.float32 and mixed["pooled"].dtype == np.float16
+
+
+@pytest.mark.parametrize("name", ENCODERS.names())
+def test_mismatched_input_kind_is_a_clear_error(name):
+    cls, kwargs, _, _ = settings(name)
+    if name == "hub":  # takes every kind: the check is against the wrapped function's input
+        wrong = example("image")
+        match = r"takes \(None, 10\) float32; got input of shape \(2, 28, 28, 1\)"
+    else:
+        kind = next(k for k in ("image", "sequence", "vector", "tokens")
+                    if k not in cls.input_kinds)
+        wrong = example(kind)
+        match = rf"\(encoder '{name}', input kinds .*\) takes .*; got input of shape"
+    with pytest.raises(ValueError, match=match):
+        cls(**kwargs)(wrong)
+
+
+@pytest.mark.parametrize("name", STEP_MASKED)
+def test_masked_steps_never_reach_the_outputs(name):
+    cls, kwargs, x, n = settings(name)
+    keras.utils.set_random_seed(0)
+    layer = cls(**kwargs)
+    steps = x.shape[1]
+    step_mask = np.ones((2, steps), "float32")
+    step_mask[0, steps // 2:] = 0  # a masked tail
+    step_mask[1, 1:3] = 0  # a gap
+    out = layer(x, step_mask=step_mask)
+    changed = x.copy()
+    changed[step_mask == 0] = 1e3
+    again = layer(changed, step_mask=step_mask)
+    for key in ("tokens", "mask", "pooled"):
+        np.testing.assert_array_equal(np.asarray(again[key]), np.asarray(out[key]), err_msg=key)
+    token_mask = np.asarray(out["mask"])
+    stride = steps // n
+    np.testing.assert_array_equal(token_mask[0], np.arange(n) * stride < steps // 2)
+    expected = np.ones(n, "float32")
+    if stride == 1:  # one token per step: the gap shows; longer tokens keep a valid step
+        expected[1:3] = 0
+    np.testing.assert_array_equal(token_mask[1], expected)
+    unmasked = np.asarray(layer(changed)["pooled"])
+    assert not np.allclose(unmasked, np.asarray(out["pooled"]))
+
+
+def test_gru_with_a_masked_tail_equals_the_shorter_series():
+    cls, kwargs, x, _ = settings("gru")
+    layer = cls(**{**kwargs, "max_steps": 64})
+    step_mask = np.ones((1, 64), "float32")
+    step_mask[:, 40:] = 0
+    masked = np.asarray(layer(x[:1], step_mask=step_mask)["pooled"])
+    np.testing.assert_allclose(np.asarray(layer(x[:1, :40])["pooled"]), masked, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["text_bag", "text_cnn", "text_transformer"])
+def test_text_padding_is_masked_and_length_independent(name):
+    cls, kwargs, ids, _ = settings(name)
+    layer = cls(**kwargs)
+    out = layer(ids)
+    np.testing.assert_array_equal(np.asarray(out["mask"]), (ids != 0).astype("float32"))
+    longer = layer(np.pad(ids, [[0, 0], [0, 4]]))
+    np.testing.assert_allclose(np.asarray(longer["pooled"]), np.asarray(out["pooled"]),
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="pass step_mask=None"):
+        layer(ids, step_mask=np.ones(ids.shape, "float32"))
+
+
+def test_transformer_block_ignores_masked_tokens_exactly():
+    block = TransformerBlock(num_heads=2, mlp_dim=16, dropout=0.0)
+    tokens = np.random.default_rng(0).normal(size=(2, 6, 8)).astype("float32")
+    mask = np.array([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 0]], "float32")
+    changed = tokens.copy()
+    changed[mask == 0] = 50.0
+    a, b = np.asarray(block(tokens, mask)), np.asarray(block(changed, mask))
+    np.testing.assert_array_equal(a[mask == 1], b[mask == 1])
+    assert not np.allclose(np.asarray(block(tokens, np.ones_like(mask)))[0, :3], a[0, :3])
+
+
+def test_keras_application_weights_file_and_no_download(tmp_path):
+    _, kwargs, x, _ = settings("keras_application")
+    first = KerasApplicationEncoder(**kwargs)
+    want = first(x)
+    path = tmp_path / "backbone.weights.h5"
+    first.backbone.save_weights(path)
+    second = KerasApplicationEncoder(**{**kwargs, "weights": str(path)})
+    second(x)
+    second.tokenize.set_weights(first.tokenize.get_weights())
+    got = second(x)
+    for key in ("tokens", "pooled"):
+        np.testing.assert_array_equal(np.asarray(got[key]), np.asarray(want[key]))
+    fresh = KerasApplicationEncoder(**kwargs)
+    assert not np.array_equal(np.asarray(fresh.backbone.weights[0]),
+                              np.asarray(first.backbone.weights[0]))
+    assert second.get_config()["weights"] == str(path)
+    with pytest.raises(ValueError, match="weights='imagenet' would download"):
+        KerasApplicationEncoder(weights="imagenet")
+    with pytest.raises(ValueError, match=r"'MobileNetV9' is not in keras\.applications"):
+        KerasApplicationEncoder(architecture="MobileNetV9")
