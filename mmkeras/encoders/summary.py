@@ -15,7 +15,7 @@ class SummaryFeatures(keras.layers.Layer):
     side by side before its shared network.
 
     Example:
-        >>> SummaryFeatures(bands=4)(keras.ops.ones((2, 100, 3))).shape
+        >>> tuple(SummaryFeatures(bands=4)(keras.ops.ones((2, 100, 3))).shape)
         (2, 18)
     """
 
