@@ -145,19 +145,19 @@ def check_modality(
         empty = _empty_ok(x, rank)
         checks.append(_assert(
             tf.logical_or(shape_ok, empty),
-            f"input '{c.name}': expected shape {c.describe()} (or an empty [batch, 0...] tensor "
+            f"input {c.name}: expected shape {c.describe()} (or an empty [batch, 0...] tensor "
             f"with {c.name}_present = 0), received shape {{}}", tf.shape(x)))
         with tf.control_dependencies(checks):
             x = tf.cond(empty, lambda: tf.zeros(tf.concat([[batch], c.shape], 0), x.dtype),
                         lambda: tf.identity(x))
         x = tf.ensure_shape(x, [None, *c.shape])
     else:
-        checks.append(_assert(shape_ok, f"input '{c.name}': expected shape {c.describe()}, "
+        checks.append(_assert(shape_ok, f"input {c.name}: expected shape {c.describe()}, "
                               "received shape {}", tf.shape(x)))
         with tf.control_dependencies(checks):
             x = tf.ensure_shape(tf.identity(x), [None, *c.shape])
     checks = [_assert(tf.equal(tf.shape(x)[0], batch),
-                      f"input '{c.name}': batch size {{}} differs from the other inputs' {{}}",
+                      f"input {c.name}: batch size {{}} differs from the other inputs ({{}})",
                       tf.shape(x)[0], batch)]
     if not x.dtype.is_floating:
         with tf.control_dependencies(checks):
@@ -171,15 +171,16 @@ def check_modality(
         inside = tf.logical_and(finite, _per_example((safe >= low) & (safe <= high), rank))
     if present is None:
         bad = tf.where(tf.logical_not(finite))[:, 0]
-        checks.append(_assert(tf.reduce_all(finite), f"input '{c.name}': NaN or infinite values "
+        checks.append(_assert(tf.reduce_all(finite), f"input {c.name}: NaN or infinite values "
                               "in examples {}", bad))
-        hint = ("waveform samples must be floats in [-1, 1] (divide int16 PCM by 32768)"
-                if c.kind == "audio" else
-                f"values must lie between {_fmt(c.low)} and {_fmt(c.high)} (per channel: "
-                "training range plus margin)")
-        outside = tf.where(tf.logical_not(inside))[:, 0]
-        checks.append(_assert(tf.reduce_all(inside), f"input '{c.name}': {hint}; out of range in "
-                              "examples {}", outside))
+        if c.low is not None:
+            hint = ("waveform samples must be floats in [-1, 1] (divide int16 PCM by 32768)"
+                    if c.kind == "audio" else
+                    f"values must lie between {_fmt(c.low)} and {_fmt(c.high)} (per channel: "
+                    "training range plus margin)")
+            outside = tf.where(tf.logical_not(inside))[:, 0]
+            checks.append(_assert(tf.reduce_all(inside), f"input {c.name}: {hint}; out of "
+                                  "range in examples {}", outside))
         with tf.control_dependencies(checks):
             return tf.identity(x), None
     mask = tf.reshape(inside, [-1] + [1] * rank)
@@ -188,7 +189,7 @@ def check_modality(
     return x, present * tf.cast(inside, present.dtype)[:, None]
 
 
-def _fmt(value: float | list[float] | None) -> str:
+def _fmt(value: float | list[float]) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(f"{v:.4g}" for v in value) + "]"
     return f"{value:.4g}"
@@ -203,15 +204,15 @@ def _decode_wav(c: InputContract, data: tf.Tensor) -> tf.Tensor:
         header = tf.logical_and(tf.equal(tf.strings.substr(contents, 0, 4), "RIFF"),
                                 tf.equal(tf.strings.substr(contents, 8, 4), "WAVE"))
         is_wav = _assert(tf.logical_and(tf.strings.length(contents) >= 44, header),
-                         f"input '{name}': not WAV bytes (no RIFF/WAVE header)")
+                         f"input {name}: not WAV bytes (no RIFF/WAVE header)")
         with tf.control_dependencies([is_wav]):
             audio, sample_rate = tf.audio.decode_wav(contents, desired_channels=1)
         checks = [_assert(tf.equal(tf.shape(audio)[0], samples),
-                          f"input '{name}': expected {samples} samples, received {{}}",
+                          f"input {name}: expected {samples} samples, received {{}}",
                           tf.shape(audio)[0])]
         if rate:
             checks.append(_assert(tf.equal(sample_rate, rate),
-                                  f"input '{name}': expected {rate} Hz, received {{}} Hz",
+                                  f"input {name}: expected {rate} Hz, received {{}} Hz",
                                   sample_rate))
         with tf.control_dependencies(checks):
             return tf.reshape(audio, [samples])
@@ -228,11 +229,11 @@ def _decode_image(c: InputContract, data: tf.Tensor) -> tf.Tensor:
     def one(contents: tf.Tensor) -> tf.Tensor:
         known = tf.logical_or(tf.io.is_jpeg(contents), tf.equal(
             tf.strings.substr(contents, 0, 4), b"\x89PNG"))
-        is_image = _assert(known, f"input '{name}': not PNG or JPEG bytes")
+        is_image = _assert(known, f"input {name}: not PNG or JPEG bytes")
         with tf.control_dependencies([is_image]):
             image = decode_image(contents, channels)
         check = _assert(tf.reduce_all(tf.equal(tf.shape(image)[:2], [height, width])),
-                        f"input '{name}': expected a {height}x{width} image, received {{}}",
+                        f"input {name}: expected a {height}x{width} image, received {{}}",
                         tf.shape(image)[:2])
         with tf.control_dependencies([check]):
             return tf.reshape(image, c.shape)

@@ -1,0 +1,375 @@
+"""Export, in-graph input checks, the local TF Serving protocol server and the client.
+
+One tiny trained run and one export are shared by the module; the server runs as a real
+subprocess on free 127.0.0.1 ports and is always terminated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mmkeras.serving.client import ServingClient, ServingError
+from mmkeras.serving.export import TMP_DIR, ExportError, export_run, versions
+from mmkeras.serving.signature import encode_wav
+from mmkeras.serving.validate import check_ops
+from tests.conftest import TINY_MACHINE
+
+ROOT = Path(__file__).parents[1]
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
+MODALITIES = ["vibration", "audio", "environment", "notes"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, cache_dir) -> Path:
+    from mmkeras.config import resolve_config
+    from mmkeras.training.trainer import train
+
+    out = tmp_path_factory.mktemp("serving-run")
+    train(resolve_config(None, ["epochs=1", f"dataset_args={json.dumps(TINY_MACHINE)}",
+                                f"output={out}", "verbose=0"]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def examples(run_dir) -> dict[str, np.ndarray]:
+    with np.load(run_dir / "examples.npz") as data:
+        return {k: data[k] for k in data.files}
+
+
+@pytest.fixture(scope="module")
+def exported(run_dir, tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("models")
+    path = export_run(run_dir, base=base)
+    assert path == base / "mmkeras_model" / "1"
+    return path
+
+
+@pytest.fixture(scope="module")
+def loaded(exported):
+    return tf.saved_model.load(str(exported))
+
+
+def _inputs(examples, n=4, **override):
+    out = {k: examples[k][:n].copy() for k in MODALITIES}
+    out["notes"] = out["notes"].astype(bytes).astype(object)
+    out.update(override)
+    return {k: tf.constant(v) for k, v in out.items()}
+
+
+def test_export_is_complete_and_validated(exported, run_dir):
+    report = json.loads((run_dir / "export_validation.json").read_text())
+    assert report["ok"], report["problems"]
+    assert report["max_abs_diff"] < 1e-5
+    assert all(d < 1e-5 for d in report["max_abs_diff_by_signature"].values())
+    assert report["keras_imported"] is False and report["mmkeras_imported"] is False
+    assert report["warmup_requests"] == 4
+    assert set(report["signatures"]) == {"serving_default", "serving_bytes"}
+    assert set(report["signatures"]["serving_bytes"]["inputs"]) == {
+        "vibration", "audio_wav", "environment", "notes"}
+    assert {"probabilities", "class_id", "class_name"} <= set(
+        report["signatures"]["serving_default"]["outputs"])
+    extra = exported / "assets.extra"
+    assert (extra / "tf_serving_warmup_requests").stat().st_size > 0
+    assert not list((exported.parents[1] / TMP_DIR).iterdir())
+    # the command validates an existing export on its own
+    proc = subprocess.run([sys.executable, "-m", "mmkeras.export", "--validate", str(exported)],
+                          capture_output=True, text=True, env=ENV, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["ok"] is True
+
+
+@pytest.mark.parametrize("override, words", [
+    ({"audio": np.zeros((4, 7999), np.float32)}, ["input audio:", "[batch, 8000]", "7999"]),
+    ({"audio": np.zeros((4, 16000), np.float32)}, ["input audio:", "[batch, 8000]", "16000"]),
+    ({"vibration": np.zeros((4, 500, 3), np.float32)},
+     ["input vibration:", "[batch, 1000, 3]", "500"]),
+    ({"environment": np.full((4, 8, 2), 1e30, np.float32)}, ["input environment:", "range"]),
+    ({"audio": np.full((4, 8000), np.nan, np.float32)}, ["input audio:", "NaN"]),
+])
+def test_signature_refuses_bad_inputs_naming_them(loaded, examples, override, words):
+    fn = loaded.signatures["serving_default"]
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        fn(**_inputs(examples, **override))
+    message = info.value.message
+    assert all(w in message for w in words), message
+
+
+def test_one_nan_sample_and_int16_scale_audio_are_refused(loaded, examples):
+    fn = loaded.signatures["serving_default"]
+    audio = examples["audio"][:4].copy()
+    audio[2, 100] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"audio: NaN .* examples \[2\]"):
+        fn(**_inputs(examples, audio=audio))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="divide int16 PCM by 32768"):
+        fn(**_inputs(examples, audio=examples["audio"][:4] * 32767))
+    good = fn(**_inputs(examples))["probabilities"].numpy()
+    assert good.shape == (4, 4) and np.allclose(good.sum(-1), 1, atol=1e-5)
+
+
+def test_op_check_names_python_ops(tmp_path):
+    class Bad(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+        def serve(self, x):
+            with tf.name_scope("bad_layer"):
+                return {"y": tf.numpy_function(np.sort, [x], tf.float32)}
+
+    module = Bad()
+    tf.saved_model.save(module, str(tmp_path), signatures={"serving_default": module.serve})
+    _, problems = check_ops(tmp_path)
+    assert problems and all("PyFunc" in p for p in problems)
+    assert any("bad_layer" in p for p in problems), problems
+
+
+def test_sigkill_during_export_places_nothing_and_rerun_succeeds(run_dir, tmp_path):
+    base = tmp_path / "models"
+    proc = subprocess.Popen([sys.executable, "-m", "mmkeras.export", "--run", str(run_dir),
+                             "--base", str(base)], env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not list((base / TMP_DIR).glob("*/saved_model.pb")):
+            assert time.monotonic() < deadline and proc.poll() is None, "no temp export seen"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)  # while validating: the SavedModel is written
+    finally:
+        proc.kill()
+        proc.wait()
+    assert versions(base / "mmkeras_model") == []
+    assert list((base / TMP_DIR).iterdir())  # the killed export's leftovers, never served
+    path = export_run(run_dir, base=base, log=lambda m: None)
+    assert path.name == "1" and (path / "saved_model.pb").exists()
+    assert not list((base / TMP_DIR).iterdir())
+    with pytest.raises(ExportError, match="immutable"):
+        export_run(run_dir, base=base, version=1, log=lambda m: None)
+
+
+def test_model_failing_validation_is_never_placed(run_dir, tmp_path):
+    from mmkeras.layers import load_model
+
+    model = load_model(run_dir / "model.keras")
+    model.layers[-1].kernel.assign(np.full(model.layers[-1].kernel.shape, np.nan))
+    with pytest.raises(ExportError, match="failed validation"):
+        export_run(run_dir, base=tmp_path, model=model, log=lambda m: None)
+    assert versions(tmp_path / "mmkeras_model") == []
+    assert not list((tmp_path / TMP_DIR).iterdir())
+
+
+# the local server -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def server(exported):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mmkeras.serve", "--model-base-path", str(exported.parents[1]),
+         "--model-name", "mmkeras_model", "--rest-port", "0", "--grpc-port", "0",
+         "--poll-seconds", "0.3", "--max-request-bytes", "3000000", "--label", "stable=1"],
+        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line, "server exited before it was ready"
+        ready = json.loads(line)
+        assert ready["versions"] == [1]
+        yield proc, ServingClient("127.0.0.1", "mmkeras_model", ready["rest_port"],
+                                  ready["grpc_port"], timeout=30, retries=1)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _raw(examples, n=3):
+    return {k: examples[k][:n] for k in MODALITIES}
+
+
+def test_rest_and_grpc_round_trips_agree_with_the_signature(server, loaded, examples):
+    _, client = server
+    expected = loaded.signatures["serving_default"](**_inputs(examples, 3))
+    want = expected["probabilities"].numpy()
+    names = [n.decode() for n in expected["class_name"].numpy()]
+    for protocol, fmt in [("rest", "inputs"), ("rest", "instances"), ("grpc", "inputs")]:
+        out = client.predict(_raw(examples), protocol=protocol, fmt=fmt)
+        assert np.abs(out["probabilities"] - want).max() < 1e-5, (protocol, fmt)
+        got = [n.decode() if isinstance(n, bytes) else str(n) for n in out["class_name"]]
+        assert got == names and list(out["class_id"]) == list(want.argmax(-1))
+    pinned = client.predict(_raw(examples), protocol="grpc", version=1)
+    labelled = client.predict(_raw(examples), label="stable")
+    assert np.abs(pinned["probabilities"] - want).max() < 1e-5
+    assert np.abs(labelled["probabilities"] - want).max() < 1e-5
+
+
+def test_encoded_wav_signature_over_both_protocols(server, loaded, examples):
+    _, client = server
+    inputs = _raw(examples)
+    wavs = np.array([encode_wav(a, 8000) for a in inputs.pop("audio")], dtype=object)
+    inputs["audio_wav"] = wavs
+    direct = loaded.signatures["serving_bytes"](**{k: tf.constant(v) for k, v in
+                                                   {**inputs, "notes": inputs["notes"].astype(
+                                                       bytes).astype(object)}.items()})
+    for protocol in ("rest", "grpc"):
+        out = client.predict(inputs, signature="serving_bytes", protocol=protocol)
+        assert np.abs(out["probabilities"] - direct["probabilities"].numpy()).max() < 1e-5
+    with pytest.raises(ServingError, match="audio_wav") as info:
+        client.predict({**inputs, "audio_wav": np.array([b"RIFFxxxxWAVEjunk" * 4] * 3,
+                                                        dtype=object)},
+                       signature="serving_bytes", protocol="grpc")
+    assert info.value.status == "INVALID_ARGUMENT"
+
+
+def test_metadata_and_status(server):
+    _, client = server
+    for protocol in ("rest", "grpc"):
+        meta = client.metadata(protocol)
+        assert meta["serving_default"]["audio"] == {"dtype": "float32", "shape": [-1, -1]}
+        assert meta["serving_bytes"]["audio_wav"]["dtype"] == "string"
+        assert client.status(protocol) == [{"version": 1, "state": "AVAILABLE"}]
+
+
+def _malformed_rest(rng, examples):
+    good = {k: examples[k][:1].tolist() for k in MODALITIES}
+    kind = rng.integers(12)
+    if kind == 0:
+        return json.dumps(good)[: rng.integers(1, 50)].encode()
+    if kind == 1:
+        return bytes(rng.integers(0, 256, rng.integers(1, 200), dtype=np.uint8))
+    if kind == 2:
+        return json.dumps({"inputs": {**good, "bogus": [1]}}).encode()
+    if kind == 3:
+        return json.dumps({"inputs": {k: v for k, v in good.items() if k != "audio"}}).encode()
+    if kind == 4:
+        return json.dumps({"inputs": {**good, "audio": [[0.0] * int(rng.integers(1, 50))]}}
+                          ).encode()
+    if kind == 5:
+        return json.dumps({"inputs": {**good, "environment": [[["hot", 1]] * 8]}}).encode()
+    if kind == 6:
+        return json.dumps({"inputs": {**good, "notes": [{"b64": "%%%not base64"}]}}).encode()
+    if kind == 7:
+        return json.dumps({"inputs": {**good, "audio": [[float("nan")] * 8000]}}).encode()
+    if kind == 8:
+        return json.dumps({"instances": []}).encode()
+    if kind == 9:
+        return json.dumps({"inputs": good, "instances": []}).encode()
+    if kind == 10:
+        return json.dumps({"inputs": {**good, "vibration": [[[1, 2]] * 1000]}}).encode()
+    return json.dumps({"signature_name": "serving_bytes", "inputs": {
+        **{k: v for k, v in good.items() if k != "audio"},
+        "audio_wav": [{"b64": "UklGRiQAAABXQVZF"}]}}).encode()
+
+
+def _malformed_grpc(rng, examples):
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "mmkeras_model"
+    good = {k: examples[k][:1] for k in MODALITIES}
+    good["notes"] = good["notes"].astype(bytes)
+    kind = rng.integers(7)
+    if kind == 0:
+        good["audio"] = good["audio"][:, : rng.integers(1, 7999)]
+    elif kind == 1:
+        good["audio"] = good["audio"].astype(np.float64)
+    elif kind == 2:
+        del good["environment"]
+    elif kind == 3:
+        good["environment"] = np.full((1, 8, 2), np.inf, np.float32)
+    elif kind == 4:
+        request.model_spec.signature_name = "serving_bytes"
+        good["audio_wav"] = np.array([bytes(rng.integers(0, 256, 60, dtype=np.uint8))],
+                                     dtype=object)
+        del good["audio"]
+    for k, v in good.items():
+        request.inputs[k].CopyFrom(tf.make_tensor_proto(v))
+    if kind == 5:
+        request.inputs["audio"].tensor_content = b"\x00" * int(rng.integers(1, 100))
+    if kind == 6:
+        request.inputs["vibration"].tensor_shape.dim[1].size = 7
+    return request
+
+
+def test_fuzz_malformed_requests_get_400_and_server_keeps_serving(server, examples, loaded):
+    import urllib.error
+    import urllib.request
+
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    proc, client = server
+    rng = np.random.default_rng(0)
+    url = f"http://127.0.0.1:{client.rest_port}/v1/models/mmkeras_model:predict"
+    statuses: dict[int, int] = {}
+    for _ in range(600):
+        request = urllib.request.Request(url, data=_malformed_rest(rng, examples), method="POST")
+        try:
+            urllib.request.urlopen(request, timeout=30)
+            status = 200
+        except urllib.error.HTTPError as error:
+            status = error.code
+            assert "error" in json.loads(error.read())
+        statuses[status] = statuses.get(status, 0) + 1
+    big = json.dumps({"inputs": {"audio": [[0.5] * 8000] * 40}}).encode()
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(urllib.request.Request(url, data=big, method="POST"), timeout=30)
+    assert info.value.code == 400 and b"limit" in info.value.read()
+    assert statuses == {400: 600}, statuses
+
+    channel = grpc.insecure_channel(f"127.0.0.1:{client.grpc_port}")
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    codes: dict[str, int] = {}
+    for _ in range(600):
+        try:
+            stub.Predict(_malformed_grpc(rng, examples), timeout=30)
+            code = "OK"
+        except grpc.RpcError as error:
+            code = error.code().name
+            assert error.details()
+        codes[code] = codes.get(code, 0) + 1
+    channel.close()
+    assert codes == {"INVALID_ARGUMENT": 600}, codes
+    assert proc.poll() is None
+    want = loaded.signatures["serving_default"](**_inputs(examples, 3))["probabilities"].numpy()
+    for protocol in ("rest", "grpc"):
+        out = client.predict(_raw(examples), protocol=protocol)
+        assert np.abs(out["probabilities"] - want).max() < 1e-5
+
+
+def test_new_versions_are_picked_up_and_partial_ones_never(server, exported, examples):
+    proc, client = server
+    model_dir = exported.parent
+    partial = model_dir / "3"
+    (partial / "variables").mkdir(parents=True)  # a copy in progress: no saved_model.pb
+    staging = exported.parents[1] / TMP_DIR / "copy"
+    shutil.copytree(exported, staging)
+    staging.rename(model_dir / "2")
+    deadline = time.monotonic() + 60
+    while [s["version"] for s in client.status()] != [2, 1]:
+        assert time.monotonic() < deadline, client.status()
+        time.sleep(0.2)
+    out = client.predict(_raw(examples), protocol="grpc")
+    pinned = client.predict(_raw(examples), version=1)
+    assert np.abs(out["probabilities"] - pinned["probabilities"]).max() < 1e-5
+    with pytest.raises(ServingError) as info:
+        client.predict(_raw(examples), version=3)
+    assert info.value.status == 404
+    assert proc.poll() is None
+
+
+def test_client_gives_up_after_bounded_retries():
+    client = ServingClient("127.0.0.1", "m", rest_port=9, grpc_port=9, timeout=1, retries=2,
+                           backoff=0.05)
+    start = time.monotonic()
+    with pytest.raises(ServingError):
+        client.status("rest")
+    with pytest.raises(ServingError, match="UNAVAILABLE"):
+        client.status("grpc")
+    assert time.monotonic() - start < 15
