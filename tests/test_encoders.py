@@ -256,3 +256,18 @@ def test_keras_application_weights_file_and_no_download(tmp_path):
         KerasApplicationEncoder(weights="imagenet")
     with pytest.raises(ValueError, match=r"'MobileNetV9' is not in keras\.applications"):
         KerasApplicationEncoder(architecture="MobileNetV9")
+
+
+def test_step_mask_as_a_model_input_survives_the_keras_round_trip(tmp_path):
+    cls, kwargs, x, n = settings("gru")
+    series, presence = keras.Input(x.shape[1:]), keras.Input(x.shape[1:2])
+    out = cls(**kwargs)(series, step_mask=presence)
+    model = keras.Model([series, presence], out)
+    step_mask = np.ones(x.shape[:2], "float32")
+    step_mask[0, 20:] = 0
+    expected = model.predict([x, step_mask], verbose=0)
+    assert expected["mask"][0].sum() == 10 and expected["mask"][1].sum() == n
+    model.save(tmp_path / "masked.keras")
+    restored = keras.saving.load_model(tmp_path / "masked.keras")
+    for key, value in restored.predict([x, step_mask], verbose=0).items():
+        np.testing.assert_array_equal(value, expected[key], err_msg=key)
