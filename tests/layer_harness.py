@@ -63,6 +63,11 @@ def run_layer_test(
             d is None or d == v for d, v in zip(leaf.shape, value.shape, strict=True)
         ), f"{cls.__name__}: computed shape {value.shape} != symbolic {leaf.shape}"
 
+    graph = model.predict(arrays, batch_size=batch, verbose=0)
+    for got, want in zip(keras.tree.flatten(graph), outputs, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6,
+                                   err_msg=f"{cls.__name__}: predict() differs from an eager call")
+
     # (2) one training step through a Dense head on the first floating output
     _train_one_step(layer, model, arrays, outputs, all_weights_train)
     outputs = _predict(model, arrays)
@@ -122,8 +127,8 @@ def _functional(layer: keras.layers.Layer, structure: dict, static: dict):
 
 
 def _predict(model: keras.Model, arrays: list[np.ndarray]) -> list[np.ndarray]:
-    out = model.predict(arrays, batch_size=len(arrays[0]), verbose=0)
-    return [np.asarray(o) for o in keras.tree.flatten(out)]
+    out = model([keras.ops.convert_to_tensor(a) for a in arrays], training=False)
+    return [keras.ops.convert_to_numpy(o) for o in keras.tree.flatten(out)]
 
 
 def _train_one_step(layer, model, arrays, outputs, all_weights_train: bool) -> None:
