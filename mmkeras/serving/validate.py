@@ -9,8 +9,9 @@ before importing TensorFlow, so the SavedModel must load without them. Checks:
    each offender is named with its node, whose scope is the Keras layer;
 2. ``tf.saved_model.load`` and the ``serving_default`` signature exist;
 3. ``saved_model_cli show --all`` runs and lists every signature input;
-4. outputs on the real examples in ``assets.extra/mmkeras_examples.npz`` match the Keras model
-   (max abs difference <= ``--atol``) for every signature;
+4. on the real examples in ``assets.extra/mmkeras_examples.tfrecord`` (``PredictionLog``
+   records whose response holds the Keras model's probabilities) every signature returns finite
+   probabilities that match the Keras model (max abs difference <= ``--atol``);
 5. ``assets.extra/tf_serving_warmup_requests`` parses as ``PredictionLog`` records and each
    request runs.
 
@@ -96,8 +97,25 @@ def compare_examples(loaded: Any, logs: list[Any]) -> dict[str, float]:
         expected = tf.make_ndarray(log.response.outputs["probabilities"])
         got = _call(loaded, log.request)["probabilities"].numpy()
         signature = log.request.model_spec.signature_name or "serving_default"
-        diffs[signature] = max(diffs.get(signature, 0.0), float(np.max(np.abs(got - expected))))
+        diff = float(np.max(np.abs(got - expected)))
+        diffs[signature] = max(diffs.get(signature, 0.0), diff if np.isfinite(diff) else np.inf)
     return diffs
+
+
+def probability_problems(loaded: Any, logs: list[Any]) -> list[str]:
+    """Outputs that are not probabilities: non-finite, outside [0, 1], rows not summing to 1."""
+    problems = []
+    for log in logs:
+        signature = log.request.model_spec.signature_name or "serving_default"
+        p = _call(loaded, log.request)["probabilities"].numpy()
+        if not np.all(np.isfinite(p)):
+            problems.append(f"{signature}: non-finite probabilities on real examples (NaN "
+                            "weights?)")
+        elif p.min() < 0 or p.max() > 1 or np.abs(p.sum(-1) - 1).max() > 1e-3:
+            problems.append(f"{signature}: outputs are not probabilities (range "
+                            f"[{p.min():.3g}, {p.max():.3g}], row sums off by "
+                            f"{np.abs(p.sum(-1) - 1).max():.3g})")
+    return problems
 
 
 def replay_warmup(loaded: Any, path: Path) -> int:
@@ -164,6 +182,7 @@ def run(export_dir: str, examples: str | None = None, atol: float = 1e-5) -> dic
             "probabilities"])) for g in logs))
     problems += [f"{s}: max abs difference {d:.3g} to the Keras model exceeds {atol}"
                  for s, d in diffs.items() if not d <= atol]
+    problems += probability_problems(loaded, logs)
     if (extra / WARMUP_FILE).exists():
         report["warmup_requests"] = replay_warmup(loaded, extra / WARMUP_FILE)
     elif examples is None:
