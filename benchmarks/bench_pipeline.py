@@ -50,7 +50,8 @@ from tqdm import tqdm
 
 from data_pipelines import avdigits
 from mmkeras.data.align import Aligned, align
-from mmkeras.encoders import ImageEncoder, SpectrogramEncoder
+from mmkeras.encoders.image import ImageEncoder
+from mmkeras.encoders.spectrogram import SpectrogramEncoder
 
 SECTIONS = ("pipeline", "training", "align")
 T = TypeVar("T")
@@ -155,7 +156,8 @@ def bench_pipeline(split: str, batch_size: int, repeats: int) -> list[Row]:
 def _model() -> keras.Model:
     audio = keras.Input((63, 40), name="audio")
     image = keras.Input((28, 28, 1), name="image")
-    joint = keras.layers.Concatenate()([SpectrogramEncoder(64)(audio), ImageEncoder(64)(image)])
+    joint = keras.layers.Concatenate()(
+        [SpectrogramEncoder(64)(audio)["pooled"], ImageEncoder(64)(image)["pooled"]])
     probs = keras.layers.Dense(10, activation="softmax")(joint)
     model = keras.Model({"audio": audio, "image": image}, probs)
     model.compile("adam", "sparse_categorical_crossentropy")

@@ -26,8 +26,9 @@ from mmkeras.data.image import (
     standardize_images,
 )
 from mmkeras.data.preprocessing import fit_preprocessing
-from mmkeras.encoders import ImageEncoder
-from mmkeras.fusion import build_fusion_model
+from mmkeras.encoders.image import ImageEncoder
+from mmkeras.layers import load_model
+from mmkeras.models import build_models, end_to_end
 
 
 @pytest.fixture(scope="module")
@@ -145,24 +146,28 @@ def _image_dataset(images: np.ndarray, labels: np.ndarray, augment: dict | None)
     )
 
 
-@pytest.mark.parametrize("fusion", ["early", "intermediate", "late"])
+@pytest.mark.parametrize("fusion", ["early", "concat", "late_mean"])
 def test_image_fusion_models_train_and_round_trip(fusion, mnist, tmp_path):
     images, labels = mnist
     augment = {"translation": 0.1, "rotation": 0.05} if fusion != "early" else None
     ds = _image_dataset(images[:64], labels[:64], augment)
     keras.utils.set_random_seed(0)
-    model = build_fusion_model(ds.modalities, 10, fusion, fit_preprocessing(ds), embed_dim=16)
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    pre, task = build_models(ds.modalities, fit_preprocessing(ds), 10, fusion=fusion,
+                             embed_dim=16)
+    trainee = task.training_model()
+    trainee.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     x, y = next(iter(to_tf_dataset(ds, "train", 32)))
-    assert np.isfinite(model.train_on_batch(x, y))
-    expected = model.predict(x, verbose=0)
-    np.testing.assert_allclose(model(x), expected, rtol=1e-6, atol=1e-7)  # no augmentation
+    assert np.isfinite(trainee.train_on_batch(pre(x), y))
+    model = end_to_end(pre, task)
+    expected = model.predict(x, verbose=0)["probabilities"]
+    np.testing.assert_allclose(model(x)["probabilities"], expected, rtol=1e-6, atol=1e-7)
     path = tmp_path / f"{fusion}.keras"
     model.save(path)
-    restored = keras.saving.load_model(path)
-    np.testing.assert_allclose(restored.predict(x, verbose=0), expected, rtol=1e-6, atol=1e-7)
+    restored = load_model(path)
+    np.testing.assert_allclose(restored.predict(x, verbose=0)["probabilities"], expected,
+                               rtol=1e-6, atol=1e-7)
     if augment:  # the augmentation is in the model and active in training mode
-        train_mode = keras.ops.convert_to_numpy(model(x, training=True))
+        train_mode = keras.ops.convert_to_numpy(model(x, training=True)["probabilities"])
         assert not np.allclose(train_mode, expected, atol=1e-4)
 
 
@@ -172,7 +177,7 @@ def test_image_encoder_config_and_keras_round_trip(digits, tmp_path):
     assert (config["embed_dim"], config["filters"], config["grid"]) == (8, [4, 8], 3)
     assert ImageEncoder.from_config(config).get_config() == config
     inputs = keras.Input((28, 28, 1))
-    model = keras.Model(inputs, enc(inputs))
+    model = keras.Model(inputs, enc(inputs)["pooled"])
     assert enc.grid_pool.pool_size == (3, 3)  # 28 -> 14 -> 7 -> 3x3 grid
     x = (digits[..., None] / 255.0).astype(np.float32)
     expected = model.predict(x, verbose=0)

@@ -55,7 +55,8 @@ def where_present(x, present):
 
     ``present`` is ``[B, 1]`` (or ``[B]``); broadcast over the other axes of ``x``.
     """
-    present = keras.ops.reshape(keras.ops.cast(present, "float32"), (-1,) + (1,) * (len(x.shape) - 1))
+    present = keras.ops.reshape(keras.ops.cast(present, "float32"),
+                                (-1,) + (1,) * (len(x.shape) - 1))
     return keras.ops.where(present > 0, x, keras.ops.zeros_like(x))
 
 

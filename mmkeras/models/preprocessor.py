@@ -63,6 +63,8 @@ class MultimodalPreprocessor(keras.layers.Layer):
         self.state = {n: state[n] for n in modalities}
         self.converters = {n: preprocessing_layers(spec, self.state[n])
                            for n, spec in self.modalities.items()}
+        # A flat list, so Keras tracks every converter (and its lookup tables) for export.
+        self.converter_layers = [layer for group in self.converters.values() for layer in group]
 
     def build(self, input_shape: Any = None) -> None:
         # Eagerly, even when first called while tracing (e.g. in tf.data or compute_output_spec):

@@ -19,8 +19,6 @@ Example:
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +36,6 @@ from mmkeras.training.metrics import classification_metrics
 from mmkeras.training.plots import plot_confusion, plot_history
 from mmkeras.training.strategy import get_strategy
 
-VALIDATION_EXAMPLES = 32
 EXAMPLES = 64
 
 
@@ -75,25 +72,6 @@ def feature_dataset(preprocessor, dataset: MultimodalDataset, split: str, batch:
     targets = {"probabilities": "label", **{t: t for t in (tasks or {}) if t != "label"}}
     ds = to_tf_dataset(dataset, split, batch, shuffle=shuffle, seed=seed, targets=targets)
     return preprocessor.map_dataset(ds).prefetch(tf.data.AUTOTUNE)
-
-
-def validate_export(export_dir: Path, inputs: dict[str, np.ndarray], expected: np.ndarray,
-                    report_path: Path) -> dict:
-    """Re-load the SavedModel in a TensorFlow-only subprocess and compare its predictions."""
-    examples = report_path.with_suffix(".npz")
-    arrays = {k: (v.astype(str) if v.dtype == object else v) for k, v in inputs.items()}
-    np.savez(examples, expected_probabilities=expected, **arrays)
-    proc = subprocess.run(
-        [sys.executable, "-m", "mmkeras.serving.validate", str(export_dir), str(examples)],
-        capture_output=True, text=True, check=False,
-    )
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode not in (0, 1) or not lines:
-        raise RuntimeError(f"export validation of {export_dir} crashed:\n{proc.stderr[-3000:]}")
-    report = json.loads(lines[-1])
-    report_path.write_text(json.dumps(report, indent=2))
-    examples.unlink()
-    return report
 
 
 def write_dataset_card(dataset: MultimodalDataset, run_dir: Path) -> None:
@@ -187,14 +165,8 @@ def train(cfg: Config, dataset: MultimodalDataset | None = None) -> RunResult:
                    run_dir / "confusion_matrix.png")
     model.save(run_dir / "model.keras")
 
-    from mmkeras.serving.export import export_saved_model
+    from mmkeras.serving.export import export_run
 
-    export_dir = export_saved_model(model, dataset.modalities, dataset.class_names,
-                                    run_dir / "export", cfg.model_name, cfg.model_version)
-    n = min(VALIDATION_EXAMPLES, len(y_true))
-    sample = {name: dataset.splits["test"][name][:n] for name in dataset.modalities}
-    report = validate_export(export_dir, sample, probabilities[:n],
-                             run_dir / "export_validation.json")
-    if not report.get("ok"):
-        raise RuntimeError(f"exported SavedModel disagrees with the Keras model: {report}")
+    export_dir = export_run(run_dir, version=cfg.model_version, model=model,
+                            log=print if cfg.verbose else lambda *_: None)
     return RunResult(run_dir, metrics, export_dir, time.perf_counter() - start, model)
