@@ -1,8 +1,8 @@
 """Loading saved mmkeras models: importing this module registers every mmkeras layer with Keras.
 
 Example:
-    >>> from mmkeras.layers import load_model
-    >>> model = load_model("runs/machine-20261123-101500/model.keras")   # doctest: +SKIP
+    from mmkeras.layers import load_model
+    model = load_model("runs/machine-20261123-101500/model.keras")
 """
 
 from __future__ import annotations

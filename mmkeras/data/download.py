@@ -7,7 +7,7 @@ verified by sha256 (:func:`sha256_file`) or content digest (:func:`folder_digest
 Tests here always use local copies.
 
 Example:
-    >>> digest = folder_digest("fsdd/recordings", "*.wav")   # doctest: +SKIP
+    digest = folder_digest("fsdd/recordings", "*.wav")
 """
 
 from __future__ import annotations

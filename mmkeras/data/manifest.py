@@ -58,8 +58,11 @@ Example:
     ... })
     >>> schema.columns()[:4]
     ['speech_path', 'digit_path', 'caption', 'age']
-    >>> df, quarantine = read_manifest("train.csv", schema)            # doctest: +SKIP
-    >>> ds = manifest_dataset(df, schema, batch_size=32, shuffle=True)  # doctest: +SKIP
+
+    Then, with a manifest file::
+
+        df, quarantine = read_manifest("train.csv", schema)
+        ds = manifest_dataset(df, schema, batch_size=32, shuffle=True)
 """
 
 from __future__ import annotations
@@ -228,8 +231,8 @@ def read_manifest(
         BadRecordError: with ``strict=True``, at the first bad row.
 
     Example:
-        >>> df, q = read_manifest("data/train.jsonl", schema)   # doctest: +SKIP
-        >>> print(q.summary())                                   # doctest: +SKIP
+        df, q = read_manifest("data/train.jsonl", schema)
+        print(q.summary())
     """
     path = Path(path)
     table = _read_table(path)
@@ -281,8 +284,8 @@ def manifest_dataset(
     only paths sit in the buffer).
 
     Example:
-        >>> ds = manifest_dataset(df, schema, batch_size=32)   # doctest: +SKIP
-        >>> inputs, label = next(iter(ds))                      # doctest: +SKIP
+        ds = manifest_dataset(df, schema, batch_size=32)
+        inputs, label = next(iter(ds))
     """
     missing = [
         c for name, f in schema.fields.items() if f.required for c in f.columns(name)
@@ -323,7 +326,7 @@ def read_stream(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
             rows, or its timestamps are not finite and non-decreasing.
 
     Example:
-        >>> t, values = read_stream("sensors/run1/accel.csv")   # doctest: +SKIP
+        t, values = read_stream("sensors/run1/accel.csv")
     """
     path = os.fspath(path)
     suffix = os.path.splitext(path)[1].lower()
@@ -374,7 +377,7 @@ def read_stream_window(
             window is not inside ``[t_first, t_last]`` of the finite samples.
 
     Example:
-        >>> read_stream_window("accel.csv", 1.0, 3.0, 100).shape   # doctest: +SKIP
+        read_stream_window("accel.csv", 1.0, 3.0, 100).shape
         (100, 3)
     """
     path = os.fspath(path)

@@ -8,8 +8,8 @@ spectrogram for time series whose spec asks for one) or the text vocabulary.
 so the exported model consumes raw values.
 
 Example:
-    >>> state = fit_preprocessing(dataset)                      # doctest: +SKIP
-    >>> layers = preprocessing_layers(dataset.modalities["audio"], state["audio"])  # doctest: +SKIP
+    state = fit_preprocessing(dataset)
+    layers = preprocessing_layers(dataset.modalities["audio"], state["audio"])
 """
 
 from __future__ import annotations

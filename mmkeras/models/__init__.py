@@ -61,8 +61,8 @@ def build_models(
     """The fitted preprocessor and the task model for these modalities.
 
     Example:
-        >>> pre, task = build_models(dataset.modalities, state, 4, fusion="gated")  # doctest: +SKIP
-        >>> model = end_to_end(pre, task)                                         # doctest: +SKIP
+        pre, task = build_models(dataset.modalities, state, 4, fusion="gated")
+        model = end_to_end(pre, task)
     """
     preprocessor = MultimodalPreprocessor(
         {n: spec_to_dict(s) for n, s in modalities.items()}, state, name="preprocessor"

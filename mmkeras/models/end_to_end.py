@@ -6,8 +6,8 @@ tensor}`` (waveforms, sensor windows, pixels, strings) in, the task's outputs ou
 counts as present.
 
 Example:
-    >>> model = end_to_end(preprocessor, task)                                # doctest: +SKIP
-    >>> model.predict({"audio": waveforms, "image": pixels})["probabilities"]  # doctest: +SKIP
+    model = end_to_end(preprocessor, task)
+    model.predict({"audio": waveforms, "image": pixels})["probabilities"]
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ A crashed run resumes where it stopped when started again with the same ``--outp
 ``keras.callbacks.BackupAndRestore`` keeps the last finished epoch in ``backup/``.
 
 Example:
-    >>> from mmkeras.config import resolve_config
-    >>> result = train(resolve_config(None, ["epochs=1"]))   # doctest: +SKIP
+    from mmkeras.config import resolve_config
+    result = train(resolve_config(None, ["epochs=1"]))
 """
 
 from __future__ import annotations
@@ -68,10 +68,15 @@ def feature_dataset(preprocessor, dataset: MultimodalDataset, split: str, batch:
     """Preprocessed ``(features, {output: target})`` batches for the task model.
 
     The main label feeds ``probabilities``; each extra task reads the split's array of its name.
+    The preprocessing is deterministic, so it runs once and its output is cached in memory;
+    shuffling happens after the cache, every epoch.
     """
     targets = {"probabilities": "label", **{t: t for t in (tasks or {}) if t != "label"}}
-    ds = to_tf_dataset(dataset, split, batch, shuffle=shuffle, seed=seed, targets=targets)
-    return preprocessor.map_dataset(ds).prefetch(tf.data.AUTOTUNE)
+    ds = to_tf_dataset(dataset, split, batch, targets=targets)
+    ds = preprocessor.map_dataset(ds).unbatch().cache()
+    if shuffle:
+        ds = ds.shuffle(dataset.num_examples(split), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
 
 
 def write_dataset_card(dataset: MultimodalDataset, run_dir: Path) -> None:
