@@ -143,8 +143,9 @@ def main(argv: list[str] | None = None) -> int:
                    for k, v in raw.items()}
         results["in_process"].append(row("signature", size, timings(
             lambda t=tensors: signature(**t), reps)))
+        keras_raw = {k: v.astype(object) if v.dtype.kind == "U" else v for k, v in raw.items()}
         results["in_process"].append(row("model.predict", size, timings(
-            lambda r=raw: model.predict(r, verbose=0), reps)))
+            lambda r=keras_raw: model.predict(r, verbose=0), reps)))
         print(results["in_process"][-2:], flush=True)
 
     proc, ready = start_server(base, name)
