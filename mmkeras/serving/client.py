@@ -12,10 +12,8 @@ omitted modality (empty tensor, present 0) from the metadata, so TF Serving, whi
 input, accepts the request.
 
 Example:
-    >>> client = ServingClient("127.0.0.1", "mmkeras_model", rest_port=8501, grpc_port=8500)
-    ...                                                                  # doctest: +SKIP
-    >>> client.predict({"audio": audio, "notes": notes}, protocol="grpc")["class_name"]
-    ...                                                                  # doctest: +SKIP
+    client = ServingClient("127.0.0.1", "mmkeras_model", rest_port=8501, grpc_port=8500)
+    client.predict({"audio": audio, "notes": notes}, protocol="grpc")["class_name"]
 """
 
 from __future__ import annotations

@@ -14,8 +14,7 @@ used by ``--validate``), ``mmkeras_inputs.json`` (exact shapes and accepted rang
 ``mmkeras_validation.json`` (the validation report).
 
 Example:
-    >>> export_run("runs/machine-20261123-101500")             # doctest: +SKIP
-    PosixPath('runs/machine-20261123-101500/export/mmkeras_model/1')
+    export_run("runs/machine-20261123-101500")   # -> runs/.../export/mmkeras_model/<next>/
 """
 
 from __future__ import annotations

@@ -15,10 +15,8 @@ REST (werkzeug): ``POST /v1/models/<name>[/versions/<n>|/labels/<l>]:predict``, 
 ``INVALID_ARGUMENT``, with a message naming the input; the server keeps serving.
 
 Example:
-    >>> server = LocalServer("runs/X/export", "mmkeras_model", rest_port=0, grpc_port=0)
-    ...                                                                  # doctest: +SKIP
-    >>> server.start(); server.rest_port                                 # doctest: +SKIP
-    38211
+    server = LocalServer("runs/X/export", "mmkeras_model", rest_port=0, grpc_port=0)
+    server.start()        # server.rest_port, server.grpc_port: the ports picked
 """
 
 from __future__ import annotations
