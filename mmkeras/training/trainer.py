@@ -148,14 +148,20 @@ def train(cfg: Config, dataset: MultimodalDataset | None = None) -> RunResult:
     train_ds = feature_dataset(preprocessor, dataset, "train", cfg.batch_size, plain["tasks"],
                                shuffle=True, seed=cfg.seed)
     val_ds = feature_dataset(preprocessor, dataset, "val", cfg.batch_size, plain["tasks"])
-    history = trainee.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=cfg.epochs,
-        verbose=cfg.verbose,
-        shuffle=False,  # the tf.data pipeline shuffles
-        callbacks=callbacks,
-    )
+    if cfg.strategy == "multi_worker":  # Keras 3.15 fit fails there (keras-team/keras#20585)
+        from mmkeras.training.loop import fit_custom
+
+        history = fit_custom(trainee, train_ds, validation_data=val_ds, epochs=cfg.epochs,
+                             verbose=cfg.verbose, callbacks=callbacks, strategy=strategy)
+    else:
+        history = trainee.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=cfg.epochs,
+            verbose=cfg.verbose,
+            shuffle=False,  # the tf.data pipeline shuffles
+            callbacks=callbacks,
+        )
     model = end_to_end(preprocessor, task, name=cfg.model_name)
     plot_history(history.history, run_dir / "history.png")
 
