@@ -22,6 +22,8 @@ import tensorflow as tf
 
 from mmkeras.serving.client import ServingClient, ServingError
 from mmkeras.serving.export import TMP_DIR, ExportError, export_run, versions
+from mmkeras.serving.protocol import fill_missing_modalities
+from mmkeras.serving.server import input_specs
 from mmkeras.serving.signature import encode_wav
 from mmkeras.serving.validate import check_ops
 from tests.conftest import TINY_MACHINE
@@ -61,11 +63,24 @@ def loaded(exported):
     return tf.saved_model.load(str(exported))
 
 
-def _inputs(examples, n=4, **override):
+@pytest.fixture(scope="module")
+def presence(loaded) -> bool:
+    """Whether the trained model has presence inputs (the signature then takes flags)."""
+    return "audio_present" in input_specs(loaded.signatures["serving_default"])
+
+
+def _inputs(loaded, examples, n=4, signature="serving_default", **override):
+    """Signature inputs: ``n`` real examples with overrides, flags filled (present = 1)."""
     out = {k: examples[k][:n].copy() for k in MODALITIES}
     out["notes"] = out["notes"].astype(bytes).astype(object)
     out.update(override)
+    out = {k: v for k, v in out.items() if v is not None}
+    out = fill_missing_modalities(out, input_specs(loaded.signatures[signature]))
     return {k: tf.constant(v) for k, v in out.items()}
+
+
+def _probabilities(loaded, inputs):
+    return loaded.signatures["serving_default"](**inputs)["probabilities"].numpy()
 
 
 def test_export_is_complete_and_validated(exported, run_dir):
@@ -76,8 +91,8 @@ def test_export_is_complete_and_validated(exported, run_dir):
     assert report["keras_imported"] is False and report["mmkeras_imported"] is False
     assert report["warmup_requests"] == 4
     assert set(report["signatures"]) == {"serving_default", "serving_bytes"}
-    assert set(report["signatures"]["serving_bytes"]["inputs"]) == {
-        "vibration", "audio_wav", "environment", "notes"}
+    assert {k for k in report["signatures"]["serving_bytes"]["inputs"]
+            if not k.endswith("_present")} == {"vibration", "audio_wav", "environment", "notes"}
     assert {"probabilities", "class_id", "class_name"} <= set(
         report["signatures"]["serving_default"]["outputs"])
     extra = exported / "assets.extra"
@@ -95,27 +110,51 @@ def test_export_is_complete_and_validated(exported, run_dir):
     ({"audio": np.zeros((4, 16000), np.float32)}, ["input audio:", "[batch, 8000]", "16000"]),
     ({"vibration": np.zeros((4, 500, 3), np.float32)},
      ["input vibration:", "[batch, 1000, 3]", "500"]),
-    ({"environment": np.full((4, 8, 2), 1e30, np.float32)}, ["input environment:", "range"]),
-    ({"audio": np.full((4, 8000), np.nan, np.float32)}, ["input audio:", "NaN"]),
 ])
-def test_signature_refuses_bad_inputs_naming_them(loaded, examples, override, words):
+def test_signature_refuses_wrong_shapes_naming_them(loaded, examples, override, words):
     fn = loaded.signatures["serving_default"]
     with pytest.raises(tf.errors.InvalidArgumentError) as info:
-        fn(**_inputs(examples, **override))
+        fn(**_inputs(loaded, examples, **override))
     message = info.value.message
     assert all(w in message for w in words), message
 
 
-def test_one_nan_sample_and_int16_scale_audio_are_refused(loaded, examples):
-    fn = loaded.signatures["serving_default"]
+@pytest.mark.parametrize("name, bad, words", [
+    ("environment", np.full((4, 8, 2), 1e30, np.float32), ["input environment:", "range"]),
+    ("audio", np.full((4, 8000), np.nan, np.float32), ["input audio:", "NaN"]),
+    ("audio", "int16", ["input audio:", "divide int16 PCM by 32768"]),
+])
+def test_bad_values_refused_or_treated_as_missing(loaded, examples, presence, name, bad, words):
+    """Without presence inputs: InvalidArgument naming the input. With them: that modality is
+    missing, i.e. the answer equals the one with ``<name>_present = 0``."""
+    if isinstance(bad, str):
+        bad = examples["audio"][:4] * 32767
+    if not presence:
+        with pytest.raises(tf.errors.InvalidArgumentError) as info:
+            _probabilities(loaded, _inputs(loaded, examples, **{name: bad}))
+        assert all(w in info.value.message for w in words), info.value.message
+        return
+    got = _probabilities(loaded, _inputs(loaded, examples, **{name: bad}))
+    absent = _probabilities(loaded, _inputs(loaded, examples, **{
+        f"{name}_present": np.zeros((4, 1), np.float32)}))
+    assert np.abs(got - absent).max() < 1e-5
+
+
+def test_one_nan_sample_affects_only_its_example(loaded, examples, presence):
     audio = examples["audio"][:4].copy()
     audio[2, 100] = np.nan
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"audio: NaN .* examples \[2\]"):
-        fn(**_inputs(examples, audio=audio))
-    with pytest.raises(tf.errors.InvalidArgumentError, match="divide int16 PCM by 32768"):
-        fn(**_inputs(examples, audio=examples["audio"][:4] * 32767))
-    good = fn(**_inputs(examples))["probabilities"].numpy()
+    good = _probabilities(loaded, _inputs(loaded, examples))
     assert good.shape == (4, 4) and np.allclose(good.sum(-1), 1, atol=1e-5)
+    if not presence:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"audio: NaN .* examples \[2\]"):
+            _probabilities(loaded, _inputs(loaded, examples, audio=audio))
+        return
+    got = _probabilities(loaded, _inputs(loaded, examples, audio=audio))
+    flags = np.ones((4, 1), np.float32)
+    flags[2] = 0
+    want = _probabilities(loaded, _inputs(loaded, examples, audio_present=flags))
+    assert np.abs(got - want).max() < 1e-5
+    assert np.abs(np.delete(got, 2, 0) - np.delete(good, 2, 0)).max() < 1e-5
 
 
 def test_op_check_names_python_ops(tmp_path):
@@ -194,9 +233,9 @@ def _raw(examples, n=3):
     return {k: examples[k][:n] for k in MODALITIES}
 
 
-def test_rest_and_grpc_round_trips_agree_with_the_signature(server, loaded, examples):
+def test_rest_and_grpc_round_trips_agree_with_the_signature(server, loaded, examples, presence):
     _, client = server
-    expected = loaded.signatures["serving_default"](**_inputs(examples, 3))
+    expected = loaded.signatures["serving_default"](**_inputs(loaded, examples, 3))
     want = expected["probabilities"].numpy()
     names = [n.decode() for n in expected["class_name"].numpy()]
     for protocol, fmt in [("rest", "inputs"), ("rest", "instances"), ("grpc", "inputs")]:
@@ -204,6 +243,13 @@ def test_rest_and_grpc_round_trips_agree_with_the_signature(server, loaded, exam
         assert np.abs(out["probabilities"] - want).max() < 1e-5, (protocol, fmt)
         got = [n.decode() if isinstance(n, bytes) else str(n) for n in out["class_name"]]
         assert got == names and list(out["class_id"]) == list(want.argmax(-1))
+    if presence:  # a modality left out is filled as missing: same as sending present = 0
+        absent = _probabilities(loaded, _inputs(loaded, examples, 3, audio_present=np.zeros(
+            (3, 1), np.float32)))
+        without = {k: v for k, v in _raw(examples).items() if k != "audio"}
+        for protocol in ("rest", "grpc"):
+            out = client.predict(without, protocol=protocol)
+            assert np.abs(out["probabilities"] - absent).max() < 1e-5, protocol
     pinned = client.predict(_raw(examples), protocol="grpc", version=1)
     labelled = client.predict(_raw(examples), label="stable")
     assert np.abs(pinned["probabilities"] - want).max() < 1e-5
@@ -215,9 +261,8 @@ def test_encoded_wav_signature_over_both_protocols(server, loaded, examples):
     inputs = _raw(examples)
     wavs = np.array([encode_wav(a, 8000) for a in inputs.pop("audio")], dtype=object)
     inputs["audio_wav"] = wavs
-    direct = loaded.signatures["serving_bytes"](**{k: tf.constant(v) for k, v in
-                                                   {**inputs, "notes": inputs["notes"].astype(
-                                                       bytes).astype(object)}.items()})
+    direct = loaded.signatures["serving_bytes"](**_inputs(
+        loaded, examples, 3, "serving_bytes", audio=None, audio_wav=wavs))
     for protocol in ("rest", "grpc"):
         out = client.predict(inputs, signature="serving_bytes", protocol=protocol)
         assert np.abs(out["probabilities"] - direct["probabilities"].numpy()).max() < 1e-5
@@ -237,7 +282,9 @@ def test_metadata_and_status(server):
         assert client.status(protocol) == [{"version": 1, "state": "AVAILABLE"}]
 
 
-def _malformed_rest(rng, examples):
+def _malformed_rest(rng, examples, presence):
+    """One malformed REST body. With presence inputs an omitted modality or NaN is valid (it is
+    missing), so those draws send a broken ``<modality>_present`` instead."""
     good = {k: examples[k][:1].tolist() for k in MODALITIES}
     kind = rng.integers(12)
     if kind == 0:
@@ -246,6 +293,8 @@ def _malformed_rest(rng, examples):
         return bytes(rng.integers(0, 256, rng.integers(1, 200), dtype=np.uint8))
     if kind == 2:
         return json.dumps({"inputs": {**good, "bogus": [1]}}).encode()
+    if kind == 3 and presence:
+        return json.dumps({"inputs": {**good, "audio_present": [[1, 1]]}}).encode()
     if kind == 3:
         return json.dumps({"inputs": {k: v for k, v in good.items() if k != "audio"}}).encode()
     if kind == 4:
@@ -255,6 +304,8 @@ def _malformed_rest(rng, examples):
         return json.dumps({"inputs": {**good, "environment": [[["hot", 1]] * 8]}}).encode()
     if kind == 6:
         return json.dumps({"inputs": {**good, "notes": [{"b64": "%%%not base64"}]}}).encode()
+    if kind == 7 and presence:
+        return json.dumps({"inputs": {**good, "audio_present": ["yes"]}}).encode()
     if kind == 7:
         return json.dumps({"inputs": {**good, "audio": [[float("nan")] * 8000]}}).encode()
     if kind == 8:
@@ -268,7 +319,7 @@ def _malformed_rest(rng, examples):
         "audio_wav": [{"b64": "UklGRiQAAABXQVZF"}]}}).encode()
 
 
-def _malformed_grpc(rng, examples):
+def _malformed_grpc(rng, examples, presence):
     from tensorflow_serving.apis import predict_pb2
 
     request = predict_pb2.PredictRequest()
@@ -280,8 +331,12 @@ def _malformed_grpc(rng, examples):
         good["audio"] = good["audio"][:, : rng.integers(1, 7999)]
     elif kind == 1:
         good["audio"] = good["audio"].astype(np.float64)
+    elif kind == 2 and presence:
+        good["audio_present"] = np.ones((1, 1), np.float64)
     elif kind == 2:
         del good["environment"]
+    elif kind == 3 and presence:
+        good["audio_present"] = np.ones((1, 2), np.float32)
     elif kind == 3:
         good["environment"] = np.full((1, 8, 2), np.inf, np.float32)
     elif kind == 4:
@@ -298,7 +353,8 @@ def _malformed_grpc(rng, examples):
     return request
 
 
-def test_fuzz_malformed_requests_get_400_and_server_keeps_serving(server, examples, loaded):
+def test_fuzz_malformed_requests_get_400_and_server_keeps_serving(server, examples, loaded,
+                                                                 presence):
     import urllib.error
     import urllib.request
 
@@ -309,7 +365,8 @@ def test_fuzz_malformed_requests_get_400_and_server_keeps_serving(server, exampl
     url = f"http://127.0.0.1:{client.rest_port}/v1/models/mmkeras_model:predict"
     statuses: dict[int, int] = {}
     for _ in range(600):
-        request = urllib.request.Request(url, data=_malformed_rest(rng, examples), method="POST")
+        body = _malformed_rest(rng, examples, presence)
+        request = urllib.request.Request(url, data=body, method="POST")
         try:
             urllib.request.urlopen(request, timeout=30)
             status = 200
@@ -328,7 +385,7 @@ def test_fuzz_malformed_requests_get_400_and_server_keeps_serving(server, exampl
     codes: dict[str, int] = {}
     for _ in range(600):
         try:
-            stub.Predict(_malformed_grpc(rng, examples), timeout=30)
+            stub.Predict(_malformed_grpc(rng, examples, presence), timeout=30)
             code = "OK"
         except grpc.RpcError as error:
             code = error.code().name
@@ -337,7 +394,7 @@ def test_fuzz_malformed_requests_get_400_and_server_keeps_serving(server, exampl
     channel.close()
     assert codes == {"INVALID_ARGUMENT": 600}, codes
     assert proc.poll() is None
-    want = loaded.signatures["serving_default"](**_inputs(examples, 3))["probabilities"].numpy()
+    want = _probabilities(loaded, _inputs(loaded, examples, 3))
     for protocol in ("rest", "grpc"):
         out = client.predict(_raw(examples), protocol=protocol)
         assert np.abs(out["probabilities"] - want).max() < 1e-5

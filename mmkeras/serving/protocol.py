@@ -38,10 +38,14 @@ class BadRequest(ValueError):
 
 @dataclass(frozen=True)
 class InputSpec:
-    """A signature input as declared: dtype name and rank (batch axis included)."""
+    """A signature input as declared: dtype name, rank (batch axis included), declared sizes.
+
+    ``dims`` holds the declared size per axis (None: any); None when only the rank is known.
+    """
 
     dtype: str
     rank: int
+    dims: tuple[int | None, ...] | None = None
 
 
 def _decode_strings(name: str, value: Any) -> Any:
@@ -103,10 +107,15 @@ def to_array(name: str, value: Any, spec: InputSpec) -> np.ndarray:
 
 
 def check_rank(name: str, array: np.ndarray, spec: InputSpec) -> None:
-    """BadRequest unless ``array`` has the rank the signature declares."""
+    """BadRequest unless ``array`` has the rank (and any declared sizes) of the signature."""
     if array.ndim != spec.rank:
         raise BadRequest(f"input '{name}': expected {spec.rank} dimensions (batch first), "
                          f"received shape {list(array.shape)}")
+    if spec.dims and any(d is not None and d != n for d, n in zip(spec.dims, array.shape,
+                                                                 strict=True)):
+        expected = ["batch" if d is None else d for d in spec.dims]
+        raise BadRequest(f"input '{name}': expected shape {expected}, received "
+                         f"{list(array.shape)}")
 
 
 def parse_rest_body(

@@ -158,11 +158,19 @@ def load_version(number: int, path: Path, mtime: float) -> Version:
     saved = saved_model_pb2.SavedModel()
     saved.ParseFromString((path / "saved_model.pb").read_bytes())
     loaded = tf.saved_model.load(str(path))
-    signatures = {}
-    for name, fn in loaded.signatures.items():
-        specs = fn.structured_input_signature[1]
-        signatures[name] = {k: InputSpec(v.dtype.name, v.shape.rank) for k, v in specs.items()}
+    signatures = {name: input_specs(fn) for name, fn in loaded.signatures.items()}
     return Version(number, loaded, signatures, saved.meta_graphs[0], mtime)
+
+
+def input_specs(fn: Any) -> dict[str, InputSpec]:
+    """The inputs of a loaded signature as :class:`InputSpec` (dtype, rank, declared sizes).
+
+    With :func:`mmkeras.serving.protocol.fill_missing_modalities` this completes a raw input
+    dict (presence flags) for a direct call of the signature.
+    """
+    return {k: InputSpec("string" if v.dtype == tf.string else v.dtype.name, v.shape.rank,
+                         tuple(v.shape.as_list()))
+            for k, v in fn.structured_input_signature[1].items()}
 
 
 def _error_text(error: tf.errors.OpError) -> str:
@@ -204,6 +212,8 @@ def predict(version: Version, signature: str, inputs: dict[str, np.ndarray]
         outputs = fn(**{k: tf.constant(v) for k, v in inputs.items()})
     except tf.errors.InvalidArgumentError as error:
         raise BadRequest(_error_text(error)) from None
+    except (TypeError, ValueError) as error:  # refused by the signature's own argument binding
+        raise BadRequest(f"inputs do not match the signature: {str(error)[:300]}") from None
     return {k: v.numpy() for k, v in outputs.items()}
 
 
