@@ -133,13 +133,16 @@ def _predict(model: keras.Model, arrays: list[np.ndarray]) -> list[np.ndarray]:
 
 def _train_one_step(layer, model, arrays, outputs, all_weights_train: bool) -> None:
     name = type(layer).__name__
-    index = next((i for i, o in enumerate(outputs) if np.issubdtype(o.dtype, np.floating)), None)
-    assert index is not None, f"{name}: no floating output to train on"
-    head = keras.layers.Dense(1, name="harness_head")(model.outputs[index])
+    floating = [i for i, o in enumerate(outputs) if np.issubdtype(o.dtype, np.floating)]
+    assert floating, f"{name}: no floating output to train on"
+    # Train on every float output at once, so a layer whose outputs come from different
+    # weights (an encoder's tokens and pooled vector) moves all of them.
+    heads = [keras.layers.Dense(1)(keras.layers.Flatten()(model.outputs[i])) for i in floating]
+    head = heads[0] if len(heads) == 1 else keras.layers.Add()(heads)
     trainer = keras.Model(model.inputs, head)
     trainer.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
     rng = np.random.default_rng(0)
-    target = rng.normal(size=(*outputs[index].shape[:-1], 1)).astype("float32")
+    target = rng.normal(size=(len(arrays[0]), 1)).astype("float32")
     before = [np.array(w) for w in layer.trainable_weights]
     history = trainer.fit(arrays, target, batch_size=len(arrays[0]), epochs=1, verbose=0,
                           shuffle=False)
