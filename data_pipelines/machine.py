@@ -93,7 +93,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from mmkeras.data.align import align, fixed_rate_grid
 from mmkeras.data.dataset import ModalitySpec, MultimodalDataset

@@ -17,7 +17,7 @@ import shutil
 import urllib.request
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from mmkeras import paths
 

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from mmkeras.data.download import sha256_file
 
