@@ -33,7 +33,9 @@ overrides (key=value, values parsed as YAML):
   representation_penalty=0   beta of beta*||h||^2 added to the loss
   modalities=[audio]         train on a subset of modalities (default: all)
   epochs=20 batch_size=64 learning_rate=2e-3 seed=0 embed_dim=64
-  lr_schedule=constant       constant | cosine;  lr_scale_with_replicas=false
+                             batch_size is per replica: global batch = batch_size x replicas
+  lr_schedule=constant       constant | cosine (to 0 over all steps)
+  lr_scale_with_replicas=false  true: learning_rate x replicas
   mixed_precision=none       none | mixed_float16 | mixed_bfloat16
   dropout=0.3 modality_dropout=0.3 weight_decay=0.01
   early_stopping=5           patience in epochs on validation loss, best weights kept; 0: off
@@ -48,6 +50,11 @@ examples:
   python -m mmkeras.train fusion=late_mean epochs=5 --output runs/late
   python -m mmkeras.train --config my_run.yaml modalities=[audio,vibration]
   python -m mmkeras.train epochs=2 --strict --print-config
+  python -m mmkeras.train --output runs/a epochs=5   # again after a crash: resumes runs/a
+
+run folders: the same command with the same --output resumes a stopped run from its last
+complete stage (mid-training: the last finished epoch); a finished or failed run folder, or one
+started with a different config, is refused unless --overwrite is given.
 """
 
 
@@ -69,6 +76,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", help="run folder (default: runs/<name>-<timestamp>/)")
     parser.add_argument("--strict", action="store_true",
                         help="stop at the first bad record instead of skipping and reporting it")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="clear the --output run folder of a previous (finished, failed or "
+                             "different) run first")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved configuration as YAML and exit")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
@@ -138,7 +148,8 @@ def summary(cfg: Config, result) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command line; returns the exit status (0 ok, 1 data error, 2 usage/config error)."""
+    """The command line; returns the exit status (0 ok, 1 data error or non-finite loss,
+    2 usage, config or run-folder error)."""
     args = parse_args(argv)
     overrides = list(args.overrides)
     if args.output:
@@ -166,14 +177,22 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from mmkeras.data.quarantine import DataError
+    from mmkeras.training.callbacks import NonFiniteLossError
+    from mmkeras.training.runfiles import RunFolderError
     from mmkeras.training.trainer import train
 
     try:
-        result = train(cfg)
-    except (DataError, ConnectionError) as err:
+        result = train(cfg, overwrite=args.overwrite)
+    except RunFolderError as err:
+        print(_one_line(err), file=sys.stderr)
+        return 2
+    except (DataError, ConnectionError, NonFiniteLossError) as err:
         print(_one_line(err), file=sys.stderr)
         return 1
-    print(summary(cfg, result))
+    if result.export_dir is None:
+        print(f"worker done; the chief writes the run folder {result.run_dir}")
+    else:
+        print(summary(cfg, result))
     return 0
 
 

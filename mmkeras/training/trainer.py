@@ -1,15 +1,21 @@
 """One training run: data, preprocessing fitted on train, model, fit, evaluation, export.
 
-Everything a run produces goes into its run folder:
+Everything a run produces goes into its run folder, each file written under a temporary name
+and renamed (a killed run never leaves a half-written file):
 
-``config.yaml`` (the resolved config), ``preprocessing.json`` (train-split statistics and
-vocabularies), ``history.csv`` and ``history.png``, ``metrics.json`` and ``confusion_matrix.png``
-(test split), ``model.keras``, ``export/<model_name>/<version>/`` (TF Serving SavedModel) and
-``export_validation.json`` (the SavedModel re-loaded in a separate TensorFlow-only process) and
-``quarantine.csv`` (bad records skipped while building the dataset, one row each with the reason).
+``config.yaml`` (the resolved config), ``run_info.json`` (config, package versions, git commit,
+command line of every invocation), ``state.json`` (the stage reached: ``training``, ``trained``,
+``evaluated``, ``done`` or ``failed``), ``preprocessing.json`` (train-split statistics and
+vocabularies), ``dataset.json`` and ``examples.npz``, ``history.csv`` and ``history.png``,
+``tensorboard/`` (loss, metrics, learning rate, examples/s per epoch), ``metrics.json`` and
+``confusion_matrix.png`` (test split), ``model.keras``, ``export/<model_name>/<version>/`` (TF
+Serving SavedModel), ``export_validation.json`` (the SavedModel re-loaded in a separate
+TensorFlow-only process) and ``quarantine.csv`` (bad records skipped while building the dataset).
 
-A crashed run resumes where it stopped when started again with the same ``--output``:
-``keras.callbacks.BackupAndRestore`` keeps the last finished epoch in ``backup/``.
+Running the same command again resumes from the last complete stage: mid-training from the last
+finished epoch (weights, optimizer state and epoch counter from ``backup/``, see
+:class:`~mmkeras.training.callbacks.RunBackup`), after training without training again.
+``batch_size`` is per replica: the global batch is ``batch_size x replicas``.
 
 Example:
     from mmkeras.config import resolve_config
@@ -19,6 +25,8 @@ Example:
 from __future__ import annotations
 
 import json
+import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +40,27 @@ from mmkeras.config import Config
 from mmkeras.data.dataset import MultimodalDataset, to_tf_dataset
 from mmkeras.data.preprocessing import fit_preprocessing
 from mmkeras.models import build_models, end_to_end
+from mmkeras.training.callbacks import (
+    EpochScalars,
+    EpochStats,
+    NonFiniteLoss,
+    NonFiniteLossError,
+    RunBackup,
+)
 from mmkeras.training.metrics import classification_metrics
 from mmkeras.training.plots import plot_confusion, plot_history
+from mmkeras.training.runfiles import (
+    FAILED,
+    STAGES,
+    atomic_path,
+    comparable,
+    open_run_dir,
+    record_run_info,
+    remove_temps,
+    write_json,
+    write_state,
+    write_text,
+)
 from mmkeras.training.strategy import get_strategy
 
 EXAMPLES = 64
@@ -45,16 +72,9 @@ class RunResult:
 
     run_dir: Path
     metrics: dict
-    export_dir: Path
+    export_dir: Path | None  # None on a non-chief worker
     seconds: float
-    model: keras.Model
-
-
-def make_run_dir(cfg: Config) -> Path:
-    """``cfg.output`` if given, else ``<runs_dir>/<name>-<YYYYmmdd-HHMMSS>``."""
-    if cfg.output:
-        return Path(cfg.output)
-    return Path(cfg.runs_dir) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    model: keras.Model | None  # None on a non-chief worker that had nothing left to train
 
 
 def _batched_predict(model: keras.Model, dataset: MultimodalDataset, split: str, batch: int):
@@ -74,6 +94,7 @@ def feature_dataset(preprocessor, dataset: MultimodalDataset, split: str, batch:
     targets = {"probabilities": "label", **{t: t for t in (tasks or {}) if t != "label"}}
     ds = to_tf_dataset(dataset, split, batch, targets=targets)
     ds = preprocessor.map_dataset(ds).unbatch().cache()
+    ds = ds.apply(tf.data.experimental.assert_cardinality(dataset.num_examples(split)))
     if shuffle:
         ds = ds.shuffle(dataset.num_examples(split), seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
@@ -91,36 +112,42 @@ def write_dataset_card(dataset: MultimodalDataset, run_dir: Path) -> None:
         "modalities": {n: {"kind": s.kind, "shape": list(s.shape), "dtype": s.dtype,
                            "options": s.options} for n, s in dataset.modalities.items()},
     }
-    (run_dir / "dataset.json").write_text(json.dumps(card, indent=2))
+    write_json(run_dir / "dataset.json", card)
     test = dataset.splits["test"]
     n = min(EXAMPLES, len(test["label"]))
     arrays = {k: np.asarray(test[k][:n]) for k in dataset.modalities}
     arrays = {k: (v.astype(str) if v.dtype == object else v) for k, v in arrays.items()}
-    np.savez(run_dir / "examples.npz", label=test["label"][:n], **arrays)
+    with atomic_path(run_dir / "examples.npz") as tmp:
+        np.savez(tmp, label=test["label"][:n], **arrays)
 
 
-def train(cfg: Config, dataset: MultimodalDataset | None = None) -> RunResult:
-    """Run the whole job described by ``cfg``; ``dataset`` overrides ``cfg.dataset`` if given."""
-    from data_pipelines import load_dataset
+def _is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Only the chief writes run files (every process is chief outside multi-worker runs)."""
+    try:
+        from mmkeras.training.strategy import is_chief
+    except ImportError:
+        return True
+    return is_chief(strategy)
 
-    start = time.perf_counter()
-    keras.utils.set_random_seed(cfg.seed)
-    run_dir = make_run_dir(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
-    if dataset is None:
-        dataset = load_dataset(cfg.dataset, strict=cfg.strict, **cfg.dataset_args)
-    quarantine = dataset.info.get("quarantine")
-    if quarantine is not None:
-        print(quarantine.summary())
-        quarantine.write(run_dir / "quarantine.csv")
-    dataset = dataset.select(cfg.modalities)
-    write_dataset_card(dataset, run_dir)
+def _optimizer(cfg: Config, replicas: int, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """AdamW with ``learning_rate`` (times the replicas if ``lr_scale_with_replicas``), constant
+    or cosine-decayed to 0 over ``epochs * steps_per_epoch`` steps."""
+    lr = cfg.learning_rate * (replicas if cfg.lr_scale_with_replicas else 1)
+    if cfg.lr_schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=cfg.epochs * steps_per_epoch)
+    return keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay)
+
+
+def _fit(cfg: Config, dataset: MultimodalDataset, strategy: tf.distribute.Strategy,
+         run_dir: Path, chief: bool) -> tuple[keras.Model, dict[str, list[float]]]:
+    """The ``training`` stage: preprocessing, models, fit (resumed from ``backup/``)."""
     state = fit_preprocessing(dataset, "train")
-    (run_dir / "preprocessing.json").write_text(json.dumps(state))
-
-    strategy = get_strategy(cfg.strategy)
+    if chief:
+        write_json(run_dir / "preprocessing.json", state)
+    replicas = strategy.num_replicas_in_sync
+    global_batch = cfg.batch_size * replicas
+    n_train = dataset.num_examples("train")
     plain = cfg.to_dict()  # encoders, fusion and tasks as plain mappings
     with strategy.scope():
         preprocessor, task = build_models(
@@ -132,52 +159,141 @@ def train(cfg: Config, dataset: MultimodalDataset | None = None) -> RunResult:
         losses, loss_weights = task.losses_and_weights()
         trainee = task.training_model()
         trainee.compile(
-            optimizer=keras.optimizers.AdamW(cfg.learning_rate, weight_decay=cfg.weight_decay),
+            optimizer=_optimizer(cfg, replicas, math.ceil(n_train / global_batch)),
             loss=losses,
             loss_weights=loss_weights,
             metrics={"probabilities": [keras.metrics.SparseCategoricalAccuracy("accuracy")]},
         )
-    callbacks = [
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
-    ]
+    early = None
     if cfg.early_stopping:
-        callbacks.append(keras.callbacks.EarlyStopping(
-            "val_loss", patience=cfg.early_stopping, restore_best_weights=True, verbose=1
-        ))
-    train_ds = feature_dataset(preprocessor, dataset, "train", cfg.batch_size, plain["tasks"],
+        early = keras.callbacks.EarlyStopping("val_loss", patience=cfg.early_stopping,
+                                              restore_best_weights=True, verbose=cfg.verbose)
+    backup = RunBackup(run_dir / "backup", run_dir / "history.csv", cfg.epochs, early, chief)
+    callbacks = [NonFiniteLoss(), EpochStats(n_train)]
+    if chief:
+        callbacks.append(EpochScalars(run_dir / "tensorboard"))
+    callbacks += [early, backup] if early else [backup]
+    train_ds = feature_dataset(preprocessor, dataset, "train", global_batch, plain["tasks"],
                                shuffle=True, seed=cfg.seed)
-    val_ds = feature_dataset(preprocessor, dataset, "val", cfg.batch_size, plain["tasks"])
+    val_ds = feature_dataset(preprocessor, dataset, "val", global_batch, plain["tasks"])
     if cfg.strategy == "multi_worker":  # Keras 3.15 fit fails there (keras-team/keras#20585)
         from mmkeras.training.loop import fit_custom
 
-        history = fit_custom(trainee, train_ds, validation_data=val_ds, epochs=cfg.epochs,
-                             verbose=cfg.verbose, callbacks=callbacks, strategy=strategy)
+        fit_custom(trainee, train_ds, validation_data=val_ds, epochs=cfg.epochs,
+                   verbose=cfg.verbose, callbacks=callbacks, strategy=strategy)
     else:
-        history = trainee.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=cfg.epochs,
-            verbose=cfg.verbose,
-            shuffle=False,  # the tf.data pipeline shuffles
-            callbacks=callbacks,
-        )
-    model = end_to_end(preprocessor, task, name=cfg.model_name)
-    plot_history(history.history, run_dir / "history.png")
+        trainee.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, verbose=cfg.verbose,
+                    shuffle=False,  # the tf.data pipeline shuffles
+                    callbacks=callbacks)
+    history = {k: [row[k] for row in backup.rows if k in row]
+               for k in backup.rows[-1] if k != "epoch"} if backup.rows else {}
+    return end_to_end(preprocessor, task, name=cfg.model_name), history
 
+
+def _exported(run_dir: Path, cfg: Config) -> Path | None:
+    """The export folder of this run's version if an earlier attempt placed and validated it."""
+    final = run_dir / "export" / cfg.model_name / str(cfg.model_version)
+    report = run_dir / "export_validation.json"
+    if not (final / "saved_model.pb").is_file() or not report.is_file():
+        return None
+    try:
+        ok = json.loads(report.read_text()).get("ok")
+    except ValueError:
+        return None
+    return final if ok else None
+
+
+def train(cfg: Config, dataset: MultimodalDataset | None = None,
+          overwrite: bool = False) -> RunResult:
+    """Run the whole job described by ``cfg``; ``dataset`` overrides ``cfg.dataset`` if given.
+
+    Resumes a run folder (``cfg.output``) from its last complete stage; ``overwrite`` clears a
+    previous run there first. Raises :class:`~mmkeras.training.runfiles.RunFolderError` when the
+    folder cannot be used and :class:`~mmkeras.training.callbacks.NonFiniteLossError` (run
+    marked failed, nothing exported) when the loss stops being finite.
+    """
+    start = time.perf_counter()
+    strategy = get_strategy(cfg.strategy)  # first: multi-worker needs it before other TF ops
+    chief = _is_chief(strategy)
+    config = comparable(cfg.to_dict())
+    run_dir, state = open_run_dir(cfg.output, cfg.runs_dir, cfg.name, cfg.to_dict(),
+                                  overwrite=overwrite, writer=chief)
+    stage = STAGES.index(state["stage"]) if state else 0
+    if not chief and stage > 0:  # training is over: the chief evaluates and exports
+        return RunResult(run_dir, {}, None, time.perf_counter() - start, None)
+    replicas = strategy.num_replicas_in_sync
+    if chief:
+        remove_temps(run_dir)
+        write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        record_run_info(run_dir, cfg.to_dict(), resumed_from=STAGES[stage] if state else None,
+                        replicas=replicas, global_batch_size=cfg.batch_size * replicas)
+        if state is None:
+            write_state(run_dir, "training", config=config)
+    keras.utils.set_random_seed(cfg.seed)
+    policy = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy(
+        "float32" if cfg.mixed_precision == "none" else cfg.mixed_precision)
+    try:
+        if stage <= STAGES.index("trained"):
+            if dataset is None:
+                from data_pipelines import load_dataset
+
+                dataset = load_dataset(cfg.dataset, strict=cfg.strict, **cfg.dataset_args)
+            dataset = dataset.select(cfg.modalities)
+        if stage == 0:
+            quarantine = dataset.info.get("quarantine")
+            if quarantine is not None:
+                print(quarantine.summary())
+                if chief:
+                    with atomic_path(run_dir / "quarantine.csv") as tmp:
+                        quarantine.write(tmp)
+            if chief:
+                write_dataset_card(dataset, run_dir)
+            try:
+                model, history = _fit(cfg, dataset, strategy, run_dir, chief)
+            except NonFiniteLossError as err:
+                if chief:
+                    write_state(run_dir, FAILED, error=str(err))
+                raise
+            if not chief:  # workers train; the chief evaluates and exports
+                return RunResult(run_dir, {}, None, time.perf_counter() - start, model)
+            with atomic_path(run_dir / "model.keras") as tmp:
+                model.save(tmp)
+            with atomic_path(run_dir / "history.png") as tmp:
+                plot_history(history, tmp)
+            write_state(run_dir, "trained")
+            shutil.rmtree(run_dir / "backup", ignore_errors=True)
+        else:
+            from mmkeras.layers import load_model
+
+            model = load_model(run_dir / "model.keras")
+        if stage <= STAGES.index("trained"):
+            metrics = _evaluate(cfg, dataset, model, replicas, run_dir)
+            write_state(run_dir, "evaluated")
+        else:
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+        export_dir = _exported(run_dir, cfg)
+        if export_dir is None:
+            from mmkeras.serving.export import export_run
+
+            export_dir = export_run(run_dir, version=cfg.model_version, model=model,
+                                    log=print if cfg.verbose else lambda *_: None)
+        write_state(run_dir, "done")
+    finally:
+        keras.mixed_precision.set_dtype_policy(policy)
+    return RunResult(run_dir, metrics, export_dir, time.perf_counter() - start, model)
+
+
+def _evaluate(cfg: Config, dataset: MultimodalDataset, model: keras.Model, replicas: int,
+              run_dir: Path) -> dict:
+    """The ``evaluated`` stage: ``metrics.json`` and ``confusion_matrix.png`` on the test split."""
     probabilities = _batched_predict(model, dataset, "test", cfg.batch_size)
     y_true = dataset.splits["test"]["label"]
     metrics = classification_metrics(y_true, probabilities.argmax(-1), dataset.class_names)
     metrics.update(fusion=cfg.fusion, modalities=list(dataset.modalities),
-                   train_examples=dataset.num_examples("train"),
-                   replicas=strategy.num_replicas_in_sync)
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    plot_confusion(metrics["confusion_matrix"], dataset.class_names,
-                   run_dir / "confusion_matrix.png")
-    model.save(run_dir / "model.keras")
-
-    from mmkeras.serving.export import export_run
-
-    export_dir = export_run(run_dir, version=cfg.model_version, model=model,
-                            log=print if cfg.verbose else lambda *_: None)
-    return RunResult(run_dir, metrics, export_dir, time.perf_counter() - start, model)
+                   train_examples=dataset.num_examples("train"), replicas=replicas,
+                   global_batch_size=cfg.batch_size * replicas)
+    with atomic_path(run_dir / "confusion_matrix.png") as tmp:
+        plot_confusion(metrics["confusion_matrix"], dataset.class_names, tmp)
+    write_json(run_dir / "metrics.json", metrics)
+    return metrics
