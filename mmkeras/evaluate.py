@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info/warning chatter
@@ -72,8 +73,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """The command line; returns the exit status (0 ok, 1 data error, 2 usage/run folder error)."""
     args = parse_args(argv)
+    from mmkeras.evaluation.run_folder import EvaluationError, read_run
+
+    try:
+        read_run(Path(args.run))  # a wrong folder fails here, before TensorFlow loads
+    except EvaluationError as err:
+        print("error: " + " ".join(str(err).split()), file=sys.stderr)
+        return 2
     from mmkeras.data.quarantine import DataError
-    from mmkeras.evaluation.report import EvaluationError, evaluate_run, format_summary
+    from mmkeras.evaluation.report import evaluate_run, format_summary
 
     try:
         report = evaluate_run(args.run, levels=args.levels, seed=args.seed, split=args.split,

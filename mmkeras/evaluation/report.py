@@ -23,7 +23,6 @@ from typing import Any
 
 import keras
 import numpy as np
-import yaml
 
 from mmkeras.data.dataset import MultimodalDataset
 from mmkeras.evaluation.contribution import modality_contribution, weights_per_class
@@ -31,14 +30,11 @@ from mmkeras.evaluation.metrics import ECE_BINS, expected_calibration_error, roc
 from mmkeras.evaluation.plots import plot_modality_weights, plot_reliability, plot_robustness
 from mmkeras.evaluation.predict import predict
 from mmkeras.evaluation.robustness import effective_robustness, robustness_curves
+from mmkeras.evaluation.run_folder import EvaluationError, read_run
 from mmkeras.training.metrics import classification_metrics
 from mmkeras.training.plots import plot_confusion
 
 BATCH_SIZE = 64
-
-
-class EvaluationError(ValueError):
-    """A run folder, split or baseline that cannot be evaluated; the message says how to fix it."""
 
 
 def write_atomic(path: Path, write: Callable[[Path], Any]) -> Path:
@@ -50,18 +46,6 @@ def write_atomic(path: Path, write: Callable[[Path], Any]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
-
-
-def _read_run(run_dir: Path, need_model: bool) -> tuple[dict, dict]:
-    needed = ["config.yaml", "dataset.json"] + (["model.keras"] if need_model else [])
-    missing = [f for f in needed if not (run_dir / f).is_file()]
-    if missing:
-        raise EvaluationError(
-            f"{run_dir} is not a finished run folder: missing {', '.join(missing)} "
-            "(pass the folder written by python -m mmkeras.train --output DIR)")
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    card = json.loads((run_dir / "dataset.json").read_text())
-    return cfg, card
 
 
 def _baseline_curves(baseline: str | Path) -> dict[str, list[float]]:
@@ -108,7 +92,7 @@ def evaluate_run(
     or a baseline evaluated with other levels.
     """
     run_dir = Path(run_dir)
-    cfg, card = _read_run(run_dir, need_model=model is None)
+    cfg, card = read_run(run_dir, need_model=model is None)
     if levels < 1:
         raise EvaluationError(f"levels must be >= 1, got {levels}")
     if dataset is None:
