@@ -198,7 +198,8 @@ def test_model_failing_validation_is_never_placed(run_dir, tmp_path):
     from mmkeras.layers import load_model
 
     model = load_model(run_dir / "model.keras")
-    model.layers[-1].kernel.assign(np.full(model.layers[-1].kernel.shape, np.nan))
+    for weight in model.trainable_weights:  # what learning_rate=.nan leaves behind
+        weight.assign(np.full(weight.shape, np.nan, weight.dtype))
     with pytest.raises(ExportError, match="non-finite probabilities"):
         export_run(run_dir, base=tmp_path, model=model, log=lambda m: None)
     assert versions(tmp_path / "mmkeras_model") == []
