@@ -222,7 +222,7 @@ def test_figures_written_atomically(report, run):
     for key, path in files.items():
         data = Path(path).read_bytes()
         assert len(data) > 1000 and (key == "report" or data.startswith(PNG)), key
-    assert not [p.name for p in run_dir.iterdir() if ".tmp" in p.name]
+    assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".tmp-")]
 
 
 def test_seeded_subset_split_and_baseline(run, tmp_path):

@@ -4,8 +4,8 @@ Files written (split ``test``; another split adds ``_<split>`` to ``evaluation``
 ``eval_<split>_`` to the figures): ``evaluation.json``, ``eval_confusion_matrix.png``,
 ``eval_reliability.png``, ``eval_modality_weights.png`` (fusions that return
 ``modality_weights``) and ``eval_robustness_<modality>.png``. Each file is written under a
-temporary name in the run folder, then renamed over the final one, so a reader never sees a
-half-written file.
+temporary name in the run folder, then renamed over the final one
+(:func:`mmkeras.training.runfiles.atomic_path`), so a reader never sees a half-written file.
 
 Example:
     from mmkeras.evaluation import evaluate_run
@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,19 +32,9 @@ from mmkeras.evaluation.robustness import effective_robustness, robustness_curve
 from mmkeras.evaluation.run_folder import EvaluationError, read_run
 from mmkeras.training.metrics import classification_metrics
 from mmkeras.training.plots import plot_confusion
+from mmkeras.training.runfiles import atomic_path, write_json
 
 BATCH_SIZE = 64
-
-
-def write_atomic(path: Path, write: Callable[[Path], Any]) -> Path:
-    """Call ``write(tmp)`` on a temporary name next to ``path``, then rename it to ``path``."""
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def _baseline_curves(baseline: str | Path) -> dict[str, list[float]]:
@@ -149,7 +138,10 @@ def evaluate_run(
     files: dict[str, str] = {}
 
     def figure(key: str, name: str, draw: Callable[[Path], Any]) -> None:
-        files[key] = str(write_atomic(run_dir / f"{prefix}{name}.png", draw))
+        path = run_dir / f"{prefix}{name}.png"
+        with atomic_path(path) as tmp:
+            draw(tmp)
+        files[key] = str(path)
 
     figure("confusion_matrix", "confusion_matrix",
            lambda p: plot_confusion(metrics["confusion_matrix"], class_names, p))
@@ -176,7 +168,7 @@ def evaluate_run(
     }
     json_path = run_dir / f"evaluation{suffix}.json"
     report["files"] = {"report": str(json_path), **files}
-    write_atomic(json_path, lambda p: p.write_text(json.dumps(report, indent=2)))
+    write_json(json_path, report)
     return report
 
 
