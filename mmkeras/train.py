@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from mmkeras.data.quarantine import DataError
+    from mmkeras.serving.export import ExportError
     from mmkeras.training.callbacks import NonFiniteLossError
     from mmkeras.training.runfiles import RunFolderError
     from mmkeras.training.trainer import train
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     except RunFolderError as err:
         print(_one_line(err), file=sys.stderr)
         return 2
-    except (DataError, ConnectionError, NonFiniteLossError) as err:
+    except (DataError, ConnectionError, NonFiniteLossError, ExportError) as err:
         print(_one_line(err), file=sys.stderr)
         return 1
     if result.export_dir is None:

@@ -191,6 +191,10 @@ class RunBackup(keras.callbacks.Callback):
             if self.writer:
                 self.history_path.unlink(missing_ok=True)
             return
+        optimizer = self.model.optimizer
+        if not optimizer.built:  # Keras builds it lazily, at the first step
+            with self.model.distribute_strategy.scope():
+                optimizer.build(self.model.trainable_variables)
         es = self.early_stopping
         if es is not None and manifest.get("best"):
             es.best_weights = self._weights(manifest["best"]["file"])

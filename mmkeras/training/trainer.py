@@ -64,6 +64,9 @@ from mmkeras.training.runfiles import (
 from mmkeras.training.strategy import get_strategy
 
 EXAMPLES = 64
+# how far the exported SavedModel's probabilities may be from the Keras model's: 16-bit
+# activations round differently in the two graphs
+EXPORT_ATOL = {"none": 1e-5, "mixed_float16": 1e-2, "mixed_bfloat16": 3e-2}
 
 
 @dataclass
@@ -277,6 +280,7 @@ def train(cfg: Config, dataset: MultimodalDataset | None = None,
             from mmkeras.serving.export import export_run
 
             export_dir = export_run(run_dir, version=cfg.model_version, model=model,
+                                    atol=EXPORT_ATOL[cfg.mixed_precision],
                                     log=print if cfg.verbose else lambda *_: None)
         write_state(run_dir, "done")
     finally:
