@@ -18,8 +18,9 @@ def get_strategy(kind: str = "mirrored") -> tf.distribute.Strategy:
     """``mirrored``: all local GPUs, else the CPU(s); ``multi_worker``: from ``TF_CONFIG``;
     ``default``: no distribution.
 
-    Keras 3.15's ``model.fit`` fails under ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585);
-    ``multi_worker`` is offered for custom loops and future Keras releases, and says so when used.
+    Keras 3.15's ``model.fit`` fails under ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585):
+    train under ``multi_worker`` with :func:`mmkeras.training.loop.fit_custom`. Create it first
+    thing in the process, before any other TensorFlow operation.
     """
     if kind == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
@@ -30,3 +31,20 @@ def get_strategy(kind: str = "mirrored") -> tf.distribute.Strategy:
     if kind == "default":
         return tf.distribute.get_strategy()
     raise ValueError(f"unknown strategy {kind!r}: use mirrored, multi_worker or default")
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process should write run files: the ``chief`` task, else ``worker`` 0.
+
+    Read from the strategy's cluster resolver (``TF_CONFIG``); True for every strategy that is
+    not multi-worker, and for a multi-worker strategy without a cluster (one local worker).
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
+        return True
+    if not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
