@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import io
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from mmkeras.data.align import Aligned, align, align_streams, fixed_rate_grid
 
+NAT = np.iinfo(np.int64).min  # NaT as int64 (pandas / numpy)
 BIG_NS = 1_700_000_000_000_000_000  # realistic epoch ns: float64 cannot hold these exactly
 FAST = settings(max_examples=200, deadline=None)
 DIRECTION = {"nearest": "nearest", "previous": "backward"}  # align method -> merge_asof
@@ -348,7 +350,13 @@ def test_align_streams():
         ({"method": "mean", "reference": np.array([3, 1], np.int64)}, "non-decreasing reference"),
         ({"method": "std", "reference": np.array([3], np.int64)}, "at least 2 reference"),
         ({"reference": np.array([0.0, np.nan]), "timestamps": [0.0, 1.0]}, "NaN or inf"),
-        ({"timestamps": np.array(["2020-01-01"] * 2, "datetime64[ns]")}, "view\\('int64'\\)"),
+        ({"timestamps": np.array([1, 2], "timedelta64[s]")}, "view\\('int64'\\)"),
+        ({"reference": np.array([NAT, 1], np.int64)}, "reference contains 1 NaT"),
+        ({"offset": 2**63 - 1}, "offset=9223372036854775807 pushes timestamps"),
+        ({"offset": -(2**63), "timestamps": np.array([-1, 0])}, "outside the int64 nanosecond"),
+        ({"tolerance": np.timedelta64("NaT")}, "tolerance is NaT"),
+        ({"method": "mean", "reference": np.array([0, 2**62, 2**63 - 1], np.int64)},
+         "reference: the last window ends at"),
     ],
 )
 def test_value_errors_say_what_is_wrong(kwargs, message):
@@ -421,3 +429,95 @@ def test_large_sorted_inputs_take_the_merge_path_and_agree_with_pandas():
         want = pd.merge_asof(left, right, on="t", direction=direction, tolerance=tol)
         np.testing.assert_array_equal(got.values, want[["a", "b"]].to_numpy())
         np.testing.assert_array_equal(got.mask, want["a"].notna().to_numpy())
+
+
+# ---------------------------------------------------------------- int64 edges: NaT, overflow
+
+
+def test_nat_timestamps_are_missing_samples_not_values_at_int64_min():
+    """The issue's case: numpy gives 1.0 (the NaT row is not a sample); we gave 0.0."""
+    got = align(np.array([NAT, 0], np.int64), [0.0, 1.0], np.array([0], np.int64), "linear")
+    assert got.mask.tolist() == [True] and got.values[0, 0] == 1.0
+    t = np.array([0, NAT, 10, 20], np.int64)
+    x = np.array([1.0, 99.0, 2.0, 3.0])
+    ref = np.array([-5, 5, 10, 15, 25], np.int64)
+    clean = t != NAT
+    for method in ("nearest", "previous", "linear", "mean", "count"):
+        kwargs = {"tolerance": 5} if method == "nearest" else {}
+        _assert_same(align(t, x, ref, method, **kwargs), *align(t[clean], x[clean], ref, method,
+                                                                   **kwargs))
+    dates = np.array(["2024-01-01T00:00:00", "NaT", "2024-01-01T00:00:02"], "datetime64[ns]")
+    ref = np.array(["2024-01-01T00:00:01", "2024-01-01T00:00:02"], "datetime64[ns]")
+    got = align(dates, [1.0, 50.0, 3.0], ref, "linear")
+    assert got.values[:, 0].tolist() == [2.0, 3.0] and got.mask.tolist() == [True, True]
+
+
+def test_linear_and_weighted_mean_across_more_than_2_63_ns():
+    """Streams spanning more than 2**63 ns: exact uint64 differences, no wrap-around."""
+    lo, hi = -3 * 2**61, 3 * 2**61  # span 1.5 * 2**63
+    t = np.array([lo, hi], np.int64)
+    ref = np.array([lo, 0, hi], np.int64)
+    got = align(t, [0.0, 6.0], ref, "linear")
+    np.testing.assert_array_equal(got.values[:, 0], [0.0, 3.0, 6.0])
+    assert got.mask.all()
+    assert align(t, [0.0, 6.0], ref, "linear", tolerance=2**63 - 1).mask.tolist() == [
+        True, False, True]  # the bridged gap exceeds the tolerance: missing, not wrapped
+    # the first sample holds for 2**63 ns; windows [lo, 0) and [0, -lo)
+    w = align(np.array([lo, 2**61], np.int64), [1.0, 3.0], np.array([lo, 0], np.int64), "mean",
+              overlap_weighted=True)
+    np.testing.assert_allclose(w.values[:, 0], [1.0, 7 / 3], rtol=1e-15)
+    assert w.mask.all()
+
+
+@pytest.mark.parametrize("method", ["nearest", "previous"])
+def test_asof_with_tolerance_does_not_wrap_for_distances_near_2_64(method):
+    t = np.array([2**63 - 1], np.int64)  # the only sample, 2**64 - 2 ns after the reference
+    ref = np.array([-(2**63) + 1], np.int64)
+    for tol in (0, 5, 2**63 - 1):
+        got = align(t, [7.0], ref, method, tolerance=tol)
+        assert not got.mask[0] and np.isnan(got.values[0, 0])
+    far = align(np.array([-(2**63) + 1], np.int64), [7.0], t, method, tolerance=2**63 - 1)
+    assert not far.mask[0]  # 2**64 - 2 ns back: beyond any int64 tolerance
+    assert align(np.array([-(2**63) + 1], np.int64), [7.0], t, method).mask[0]  # no tolerance
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    t=st.lists(st.integers(-(2**63) + 1, 2**63 - 1), min_size=1, max_size=6, unique=True),
+    ref=st.lists(st.integers(-(2**63) + 1, 2**63 - 1), min_size=1, max_size=6),
+    tol=st.one_of(st.none(), st.integers(0, 2**63 - 1)),
+    method=st.sampled_from(["nearest", "previous"]),
+)
+def test_asof_over_the_whole_int64_range_equals_exact_python(t, ref, tol, method):
+    """Exact Python integers are the reference: no distance may wrap."""
+    ts = sorted(t)
+    got = align(np.array(t, np.int64), np.array(t, np.float64), np.array(ref, np.int64), method,
+                tolerance=tol)
+    for i, r in enumerate(ref):
+        back = [s for s in ts if s <= r]
+        cands = [(r - back[-1], back[-1])] if back else []
+        if method == "nearest":
+            fwd = [s for s in ts if s > r]
+            cands += [(fwd[0] - r, fwd[0])] if fwd else []
+        best = min(cands, default=None)  # ties: the smaller (earlier) sample wins
+        present = best is not None and (tol is None or best[0] <= tol)
+        assert got.mask[i] == present
+        if present:
+            assert got.values[i, 0] == float(best[1])
+
+
+def test_durations_are_accepted_as_timedeltas():
+    t = np.array([0, 1_000_000_000, 2_000_000_000], np.int64)
+    ref = np.array([1_400_000_000, 2_600_000_000], np.int64)
+    x = np.array([1.0, 2.0, 3.0])
+    want = align(t, x, ref, "nearest", tolerance=500_000_000, offset=-100_000_000)
+    for tol, off in [(np.timedelta64(500, "ms"), np.timedelta64(-100, "ms")),
+                     (pd.Timedelta("0.5s"), pd.Timedelta("-0.1s")),
+                     (datetime.timedelta(milliseconds=500),
+                      datetime.timedelta(milliseconds=-100))]:
+        _assert_same(align(t, x, ref, "nearest", tolerance=tol, offset=off), *want)
+    secs = align(t / 1e9, x, ref / 1e9, "nearest", tolerance=pd.Timedelta("0.5s"))
+    assert secs.mask.tolist() == [True, False]
+    for ns, mask in ((400_000_000, [True, False]), (399_999_999, [False, False])):
+        got = align(t, x, ref, "nearest", tolerance=pd.Timedelta(ns, "ns"))  # exact ns kept
+        assert got.mask.tolist() == mask

@@ -7,17 +7,26 @@ reference timeline ``reference [M]`` (another stream's timestamps, or a regular 
 
 Time units
     ``timestamps``, ``reference``, ``tolerance`` and ``offset`` share one unit: either integer
-    nanoseconds (int64, kept exact: all time differences are taken in int64) or float seconds.
-    Mixing integer and float timelines raises ValueError. With int64 timestamps, ``tolerance``
-    and ``offset`` must be whole numbers.
+    nanoseconds (int64, kept exact: time differences are taken as uint64, so streams spanning
+    more than 2**63 ns cannot overflow) or float seconds. ``datetime64`` timelines are read as
+    int64 ns. Mixing integer and float timelines raises ValueError. With int64 timestamps,
+    ``tolerance`` and ``offset`` must be whole numbers. ``tolerance`` and ``offset`` may also be
+    durations (``np.timedelta64``, ``datetime.timedelta``, ``pd.Timedelta``): whole ns on an
+    int64 timeline, seconds on a float one.
+
+NaT
+    pandas and numpy turn NaT into INT64_MIN when a datetime column becomes int64. Such a
+    timestamp is a missing sample: its row is dropped like a row with a NaN timestamp. In
+    ``reference`` it is refused (ValueError naming ``reference``), as NaN is.
 
 Preparation of the stream (in this order)
-    1. Rows with NaN or inf in any channel (or a non-finite float timestamp) are dropped: they
-       are treated as missing samples, so they never propagate into the output. A step is
-       then filled from the neighbouring finite samples exactly as if the row had never been
-       recorded.
+    1. Rows with NaN or inf in any channel (or a non-finite float timestamp, or NaT) are
+       dropped: they are treated as missing samples, so they never propagate into the output.
+       A step is then filled from the neighbouring finite samples exactly as if the row had
+       never been recorded.
     2. ``offset`` is added to every timestamp: ``t_aligned = t + offset``. A stream whose clock
-       runs ``o`` ahead of the reference clock is corrected with ``offset=-o``.
+       runs ``o`` ahead of the reference clock is corrected with ``offset=-o``. An offset that
+       pushes an int64 timestamp out of the int64 range raises ValueError naming ``offset``.
     3. The stream is stable-sorted by timestamp.
     4. Equal timestamps are merged according to ``duplicates``: ``"mean"`` (channel-wise mean),
        ``"first"`` / ``"last"`` (first / last in input order) or ``"error"`` (ValueError naming
@@ -42,8 +51,9 @@ Point methods (the reference may be in any order; it must be finite)
         Linear interpolation between the two bracketing samples, identical to ``numpy.interp``
         for every reference step inside ``[t_first, t_last]``; outside that range the step is
         missing (no extrapolation). For int64 timestamps the times are first rebased to the
-        first sample in int64 and then interpolated in float64, i.e. the result equals
-        ``numpy.interp(ref - t[0], t - t[0], x)`` (exact for spans up to 2**53 ns, ~104 days).
+        first sample (exact differences, as uint64) and then interpolated in float64, i.e. the
+        result equals ``numpy.interp(ref - t[0], t - t[0], x)`` with exact integer
+        differences (the offsets are exact in float64 for spans up to 2**53 ns, ~104 days).
         ``tolerance`` is the largest gap between the two bracketing samples that may be
         bridged; a wider gap makes the step missing. A step that hits a sample exactly is
         always kept.
@@ -52,7 +62,8 @@ Window methods: ``"mean"``, ``"min"``, ``"max"``, ``"last"``, ``"std"``, ``"coun
     Step ``i`` aggregates the samples with ``reference[i] <= t < reference[i + 1]``; the last
     step uses ``[reference[-1], reference[-1] + step)`` where ``step`` is the median reference
     step (for an even number of steps, the lower of the two middle ones). The reference must
-    be non-decreasing and have at least two entries. ``std`` is the population standard
+    be non-decreasing and have at least two entries; on an int64 timeline the last interval's
+    end must fit in int64. ``std`` is the population standard
     deviation (ddof=0), ``last`` the latest sample in the interval, ``count`` the number of
     samples (0, not missing, for an empty interval); all other methods are missing for an
     empty interval. These mirror the CMU Multimodal SDK collapse functions.
@@ -67,6 +78,7 @@ Window methods: ``"mean"``, ``"min"``, ``"max"``, ``"last"``, ``"std"``, ``"coun
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
@@ -79,6 +91,9 @@ METHODS = POINT_METHODS + WINDOW_METHODS
 DUPLICATE_POLICIES = ("mean", "first", "last", "error")
 _ALIGN_KWARGS = frozenset({"method", "tolerance", "offset", "duplicates", "overlap_weighted"})
 _BLOCK = 16384  # reference steps per block: binary searches and temporaries stay in cache
+_NAT = np.iinfo(np.int64).min  # NaT as int64
+_UINT64_MAX = np.iinfo(np.uint64).max
+_INT64_MAX = np.iinfo(np.int64).max
 
 
 class Aligned(NamedTuple):
@@ -138,7 +153,10 @@ def align(
         reference: [M] target timeline in the same unit as ``timestamps``.
         method: one of ``METHODS``.
         tolerance: max distance (nearest/previous) or max bridged gap (linear); None = no limit.
-        offset: added to ``timestamps`` before aligning (``-o`` corrects a clock ``o`` ahead).
+            A number in the timeline's unit or a duration (``np.timedelta64``,
+            ``pd.Timedelta``, ``datetime.timedelta``).
+        offset: added to ``timestamps`` before aligning (``-o`` corrects a clock ``o`` ahead);
+            a number or a duration, like ``tolerance``.
         duplicates: ``"mean"``, ``"first"``, ``"last"`` or ``"error"``.
         overlap_weighted: duration-weighted ``mean`` (see module docstring).
 
@@ -172,6 +190,11 @@ def align(
         )
     if not integer and not np.isfinite(ref).all():
         raise ValueError("reference contains NaN or inf; drop those entries first")
+    if integer and ref.size and ref.min() == _NAT:
+        raise ValueError(
+            f"reference contains {int((ref == _NAT).sum())} NaT timestamps (INT64_MIN); drop "
+            "those entries first"
+        )
     x = _values(values, t.size)
     tol = None if tolerance is None else _scalar("tolerance", tolerance, integer)
     if tol is not None and tol < 0:
@@ -221,6 +244,8 @@ def align_streams(
 
 def _times(name: str, arr: ArrayLike) -> np.ndarray:
     a = np.asarray(arr)
+    if a.dtype.kind == "M":
+        return a.astype("datetime64[ns]").view(np.int64)
     if a.ndim != 1:
         raise ValueError(f"{name} must be 1-D [N], got shape {a.shape}; pass a flat array")
     if a.dtype.kind == "u":
@@ -233,7 +258,7 @@ def _times(name: str, arr: ArrayLike) -> np.ndarray:
         return a.astype(np.float64, copy=False)
     raise ValueError(
         f"{name} must be int64 nanoseconds or float seconds, got dtype {a.dtype}; convert "
-        "datetime64 with .astype('datetime64[ns]').view('int64')"
+        "durations to ns with .astype('timedelta64[ns]').view('int64')"
     )
 
 
@@ -263,9 +288,24 @@ def _finite_float(name: str, v: Any) -> float:
     return f
 
 
+def _duration_ns(name: str, v: datetime.timedelta | np.timedelta64) -> int:
+    """A duration in whole nanoseconds (``pd.Timedelta`` keeps its nanoseconds)."""
+    if isinstance(v, datetime.timedelta):
+        asm8 = getattr(v, "asm8", None)  # pd.Timedelta: exact ns as np.timedelta64
+        if asm8 is None:
+            return ((v.days * 86_400 + v.seconds) * 1_000_000 + v.microseconds) * 1000
+        v = asm8
+    if np.isnat(v):
+        raise ValueError(f"{name} is NaT; pass a duration or None")
+    return int(v.astype("timedelta64[ns]").astype(np.int64))
+
+
 def _scalar(name: str, v: Any, integer: bool) -> int | float:
     if isinstance(v, (bool, np.bool_)):
         raise ValueError(f"{name} must be a number, got {v!r}")
+    if isinstance(v, (datetime.timedelta, np.timedelta64)):
+        ns = _duration_ns(name, v)
+        v = ns if integer else ns / 1e9
     if integer and isinstance(v, (int, np.integer)):
         iv = int(v)
     elif integer:
@@ -293,8 +333,17 @@ def _prepare(
     keep = None if np.isfinite(x).all() else np.isfinite(x).all(axis=1)
     if not integer and not np.isfinite(t).all():
         keep = np.isfinite(t) if keep is None else keep & np.isfinite(t)
+    if integer and t.size and t.min() == _NAT:
+        keep = t != _NAT if keep is None else keep & (t != _NAT)
     if keep is not None:
         t, x = t[keep], x[keep]
+    if off and integer and t.size:
+        lo, hi = int(t.min()) + off, int(t.max()) + off
+        if lo < -(2**63) or hi > _INT64_MAX:
+            raise ValueError(
+                f"offset={off} pushes timestamps to {lo if lo < -(2**63) else hi}, outside the "
+                "int64 nanosecond range; check the offset's unit (ns) and sign"
+            )
     if off:
         t = t + (np.int64(off) if integer else off)
     if t.size < 2 or (t[1:] > t[:-1]).all():  # sorted, no duplicates
@@ -419,16 +468,22 @@ def _align_point(
     lo = right[inside] - 1
     if tol is not None:
         hi = np.minimum(lo + 1, k - 1)
-        ok = (t[lo] == r) | (t[hi] - t[lo] <= tol)
+        gap = _gap(t[lo], t[hi]) if integer else t[hi] - t[lo]
+        ok = (t[lo] == r) | (gap <= tol)
         inside, r = inside[ok], r[ok]
     if integer:
-        tt, rr = (t - t[0]).astype(np.float64), (r - t[0]).astype(np.float64)
+        tt, rr = _gap(t[0], t).astype(np.float64), _gap(t[0], r).astype(np.float64)
     else:
         tt, rr = t, r
     for ch in range(c):
         out.values[inside, ch] = np.interp(rr, tt, x[:, ch])
     out.mask[inside] = True
     return out
+
+
+def _gap(a: Any, b: Any) -> Any:
+    """``b - a`` for int64 ``a <= b``, exact as uint64 even when it exceeds 2**63 - 1."""
+    return np.subtract(np.asarray(b).view(np.uint64), np.asarray(a).view(np.uint64))
 
 
 def _align_asof(
@@ -444,7 +499,9 @@ def _align_asof(
     One block of reference steps at a time, written straight into the output, so every
     temporary stays cache-sized. Missing neighbours need no masks: ``back = -1`` (no sample
     with ``t <= ref``) reads ``t[0] > ref`` through ``mode="clip"``, so ``ref - t[back] < 0``;
-    a forward index past the end reads ``t[-1] <= ref``, so ``t[right] - ref <= 0``.
+    a forward index past the end reads ``t[-1] <= ref``, so ``t[right] - ref <= 0``. With int64
+    times, distances are uint64 (exact up to 2**64 - 1): a missing neighbour's distance is set
+    to the uint64 maximum instead, so no wrapped difference can pass for a near one.
     """
     m, c = ref.size, x.shape[1]
     values = np.empty((m, c))
@@ -458,8 +515,10 @@ def _align_asof(
         if nearest:
             fdist = t.take(right, mode="clip")
             np.subtract(fdist, r, out=fdist)
-            if integer:  # int64 ns read as uint64: a negative distance exceeds every real one
+            if integer:  # uint64 distances; a missing neighbour is farther than every real one
                 dist, fdist = dist.view(np.uint64), fdist.view(np.uint64)
+                np.putmask(dist, right == 0, _UINT64_MAX)
+                np.putmask(fdist, right == t.size, _UINT64_MAX)
                 use_fwd = fdist < dist  # strictly closer: ties go to the earlier sample
                 np.minimum(dist, fdist, out=dist)
             else:
@@ -474,6 +533,7 @@ def _align_asof(
             np.greater(right, 0, out=ok)
         elif integer:
             np.less_equal(dist.view(np.uint64), tol, out=ok)
+            ok &= right > 0
         else:
             np.greater_equal(dist, 0, out=ok)
             ok &= dist <= tol
@@ -500,12 +560,20 @@ def _align_window(
             f"window method {method!r} needs at least 2 reference timestamps to infer the "
             "interval width; pass a longer reference"
         )
-    steps = np.diff(ref)
-    if (steps < 0).any():
+    if (ref[1:] < ref[:-1]).any():
         raise ValueError(
             f"window method {method!r} needs a non-decreasing reference; sort it (np.sort)"
         )
-    edges = np.append(ref, ref[-1] + _lower_median(steps))
+    if ref.dtype.kind == "i":
+        last_end = int(ref[-1]) + int(_lower_median(_gap(ref[:-1], ref[1:])))
+        if last_end > _INT64_MAX:
+            raise ValueError(
+                f"reference: the last window ends at {last_end} ns, past the int64 range; "
+                "pass a reference that ends earlier"
+            )
+        edges = np.append(ref, np.int64(last_end))
+    else:
+        edges = np.append(ref, ref[-1] + _lower_median(np.diff(ref)))
     if weighted:
         return _overlap_mean(t, x, edges)
     b = _count_le(edges, t) - 1
@@ -543,10 +611,18 @@ def _overlap_mean(t: np.ndarray, x: np.ndarray, edges: np.ndarray) -> Aligned:
     out = _missing(m, c)
     if t.size == 0:
         return out
-    end = t[-1] + _lower_median(np.diff(t)) if t.size > 1 else t[-1]
+    integer = t.dtype.kind == "i"
+    if t.size < 2:
+        end = t[-1]
+    elif integer:  # capped at the last edge: segments past it are dropped anyway
+        hold = int(_lower_median(_gap(t[:-1], t[1:])))
+        end = np.int64(min(int(t[-1]) + hold, max(int(edges[-1]), int(t[-1]))))
+    else:
+        end = t[-1] + _lower_median(np.diff(t))
     # elementary segments: each lies inside one sample span and at most one interval
     points = np.unique(np.concatenate((t, [end], edges)))
-    a, length = points[:-1], np.diff(points)
+    a = points[:-1]
+    length = _gap(a, points[1:]) if integer else np.diff(points)
     j = _count_le(t, a) - 1
     i = _count_le(edges, a) - 1
     ok = (j >= 0) & (a < end) & (i >= 0) & (i < m)
