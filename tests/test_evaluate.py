@@ -260,6 +260,11 @@ def test_cli(run, capsys, tmp_path):
     with pytest.raises(SystemExit) as bad_levels:
         main(["--run", str(run_dir), "--levels", "0"])
     assert bad_levels.value.code == 2
+    capsys.readouterr()
+    assert main(["--run", str(tmp_path / "missing")]) == 2
+    assert capsys.readouterr().err == (f"error: run folder {tmp_path / 'missing'} does not exist "
+                                       "(pass the folder written by python -m mmkeras.train "
+                                       "--output DIR)\n")
     (tmp_path / "config.yaml").write_text("epochs: 1\n")
     proc = subprocess.run([sys.executable, "-m", "mmkeras.evaluate", "--run", str(tmp_path)],
                           capture_output=True, text=True, timeout=300, check=False)

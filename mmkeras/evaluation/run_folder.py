@@ -14,6 +14,9 @@ class EvaluationError(ValueError):
 
 def read_run(run_dir: Path, need_model: bool = True) -> tuple[dict, dict]:
     """``config.yaml`` and ``dataset.json`` of ``run_dir``; also requires ``model.keras``."""
+    if not run_dir.is_dir():
+        raise EvaluationError(f"run folder {run_dir} does not exist (pass the folder written by "
+                              "python -m mmkeras.train --output DIR)")
     needed = ["config.yaml", "dataset.json"] + (["model.keras"] if need_model else [])
     missing = [f for f in needed if not (run_dir / f).is_file()]
     if missing:
