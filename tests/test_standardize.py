@@ -4,6 +4,7 @@ import json
 
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -230,3 +231,26 @@ def test_dict_json_round_trip_and_validation():
         Standardizer("zscore", np.zeros(2), np.array([1.0, 0.0]))
     with pytest.raises(ValueError, match="method"):
         Standardizer("l2", np.zeros(1), np.ones(1))
+
+
+def test_one_d_input_to_fit_stats_is_refused_with_the_reshape_hint():
+    x = np.arange(10.0)
+    with pytest.raises(ValueError, match=r"batch 0 has shape \(10,\).*reshape to \[N, 1\]"):
+        fit_stats(x)
+    with pytest.raises(ValueError, match=r"batch 1 has shape \(3,\)"):
+        fit_stats([x[:, None], x[:3]])
+    one = fit_stats(x[:, None])  # the hint works: one feature, pandas-equal statistics
+    np.testing.assert_allclose(one.center, [pd.Series(x).mean()], rtol=1e-15)
+    np.testing.assert_allclose(one.scale, [pd.Series(x).std(ddof=0)], rtol=1e-15)
+
+
+@pytest.mark.parametrize("method", ["zscore", "minmax", "robust"])
+def test_wrong_channel_count_names_expected_and_got(method):
+    std = fit_stats(np.random.default_rng(0).normal(size=(50, 3)), method)
+    with pytest.raises(ValueError, match=r"expected 3 features on the last axis .*got 4"):
+        std.transform(np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="got a scalar"):
+        std.transform(1.0)
+    if method != "zscore":  # Rescale checks when built; Normalization has its own message
+        with pytest.raises(ValueError, match=r"expected 3 features .*got 5"):
+            std.to_layer()(np.zeros((2, 5), np.float32))

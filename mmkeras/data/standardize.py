@@ -223,6 +223,18 @@ class RunningStats:
         return out
 
 
+def _check_features(shape: tuple, n_features: int) -> None:
+    """Raise ValueError unless the last axis of ``shape`` holds ``n_features`` features."""
+    got = shape[-1] if len(shape) else None
+    if got is not None and got != n_features:
+        raise ValueError(
+            f"expected {n_features} features on the last axis (as fitted), got {got} "
+            f"(input shape {tuple(shape)})"
+        )
+    if not len(shape):
+        raise ValueError(f"expected [..., {n_features}] input, got a scalar")
+
+
 def _chan_merge(
     n_a: np.ndarray,
     mean_a: np.ndarray,
@@ -270,6 +282,10 @@ class Rescale(keras.layers.Layer):
         self.scale = np.asarray(scale, dtype=np.float64)
         if self.center.shape != self.scale.shape or self.center.ndim != 1:
             raise ValueError("center and scale must be 1-D arrays of equal length")
+
+    def build(self, input_shape: tuple) -> None:
+        _check_features(input_shape, self.center.shape[0])
+        super().build(input_shape)
 
     def call(self, inputs: Any) -> Any:
         inputs = keras.ops.cast(inputs, self.compute_dtype)  # raw ints (e.g. uint8 pixels) too
@@ -357,7 +373,9 @@ class Standardizer:
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         """Standardise ``[..., C]`` in numpy (float64); NaN stays NaN."""
-        return (np.asarray(x, dtype=np.float64) - self.center) / self.scale
+        x = np.asarray(x, dtype=np.float64)
+        _check_features(x.shape, self.n_features)
+        return (x - self.center) / self.scale
 
     def to_layer(self, name: str | None = None) -> keras.layers.Layer:
         """Keras layer doing ``transform`` in the graph (float32 compute by default).
@@ -391,7 +409,9 @@ def fit_stats(
 ) -> Standardizer:
     """Fit a :class:`Standardizer` in one streaming pass over training batches ``[..., C]``.
 
-    A single ndarray is treated as one batch. ``reservoir_size``/``seed`` matter only for
+    A single ndarray is treated as one batch. Every batch needs at least two axes: a 1-D array
+    is ambiguous (N values of one feature, or one sample of N features) and is refused;
+    reshape it to ``[N, 1]`` for one feature. ``reservoir_size``/``seed`` matter only for
     ``robust`` (see :class:`RunningStats` for the quantile error).
 
     Example:
@@ -402,7 +422,14 @@ def fit_stats(
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     stats = RunningStats(reservoir_size if method == "robust" else 0, seed=seed)
-    for batch in [batches] if isinstance(batches, np.ndarray) else batches:
+    for i, batch in enumerate([batches] if isinstance(batches, np.ndarray) else batches):
+        shape = np.shape(batch)
+        if len(shape) < 2:
+            raise ValueError(
+                f"fit_stats: batch {i} has shape {shape}; batches must be [..., C] with at "
+                "least two axes (features on the last). For N values of one feature, reshape "
+                "to [N, 1] (x[:, None]); for one sample of C features, to [1, C]"
+            )
         stats.update(batch)
     if stats.n_features is None:
         raise ValueError("no batches to fit on")
