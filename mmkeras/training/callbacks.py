@@ -146,19 +146,21 @@ class RunBackup(keras.callbacks.Callback):
     On ``on_train_begin`` a valid backup restores weights, optimizer state (its ``iterations``
     included), the epoch to start from (``model._initial_epoch``, read by Keras ``fit``), the
     history and ``early_stopping``'s state; a run that early stopping had ended trains no more
-    epochs. ``writer=False`` (a non-chief worker) restores but writes nothing. Put it after
+    epochs. ``writer=False`` (a non-chief worker) restores but writes nothing; ``verbose``
+    prints what was restored. Put it after
     ``EarlyStopping`` in the callback list.
     """
 
     def __init__(self, backup_dir: str | Path, history_path: str | Path, epochs: int,
                  early_stopping: keras.callbacks.EarlyStopping | None = None,
-                 writer: bool = True) -> None:
+                 writer: bool = True, verbose: int = 0) -> None:
         super().__init__()
         self.dir = Path(backup_dir)
         self.history_path = Path(history_path)
         self.epochs = epochs
         self.early_stopping = early_stopping
         self.writer = writer
+        self.verbose = verbose
         self.rows: list[dict[str, Any]] = []
         self.restored_epoch: int | None = None  # epochs finished before this fit started
 
@@ -206,6 +208,9 @@ class RunBackup(keras.callbacks.Callback):
         epoch = int(manifest["epoch"])
         self.restored_epoch = epoch
         self.model._initial_epoch = self.epochs if manifest.get("stopped") else epoch
+        if self.verbose:
+            step = int(keras.ops.convert_to_numpy(optimizer.iterations))
+            print(f"resumed from {self.dir}: {epoch} epochs finished, optimizer step {step}")
         if self.writer:
             write_text(self.history_path, history_csv(self.rows))
 

@@ -171,7 +171,8 @@ def _fit(cfg: Config, dataset: MultimodalDataset, strategy: tf.distribute.Strate
     if cfg.early_stopping:
         early = keras.callbacks.EarlyStopping("val_loss", patience=cfg.early_stopping,
                                               restore_best_weights=True, verbose=cfg.verbose)
-    backup = RunBackup(run_dir / "backup", run_dir / "history.csv", cfg.epochs, early, chief)
+    backup = RunBackup(run_dir / "backup", run_dir / "history.csv", cfg.epochs, early, chief,
+                       verbose=cfg.verbose)
     callbacks = [NonFiniteLoss(), EpochStats(n_train)]
     if chief:
         callbacks.append(EpochScalars(run_dir / "tensorboard"))
@@ -265,11 +266,11 @@ def train(cfg: Config, dataset: MultimodalDataset | None = None,
             with atomic_path(run_dir / "history.png") as tmp:
                 plot_history(history, tmp)
             write_state(run_dir, "trained")
-            shutil.rmtree(run_dir / "backup", ignore_errors=True)
         else:
             from mmkeras.layers import load_model
 
             model = load_model(run_dir / "model.keras")
+        shutil.rmtree(run_dir / "backup", ignore_errors=True)  # model.keras supersedes it
         if stage <= STAGES.index("trained"):
             metrics = _evaluate(cfg, dataset, model, replicas, run_dir)
             write_state(run_dir, "evaluated")
