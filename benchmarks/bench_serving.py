@@ -39,6 +39,8 @@ import tensorflow as tf
 from mmkeras.layers import load_model
 from mmkeras.serving.client import ServingClient
 from mmkeras.serving.export import export_run, load_run, versions
+from mmkeras.serving.protocol import fill_missing_modalities
+from mmkeras.serving.server import input_specs
 
 
 def timings(fn, reps: int, warmup: int = 3) -> np.ndarray:
@@ -139,13 +141,14 @@ def main(argv: list[str] | None = None) -> int:
 
     for size, reps in ((1, args.reps), (64, args.reps_large)):
         raw = batch_of(examples, names, size)
-        tensors = {k: tf.constant(v.astype(bytes) if v.dtype.kind == "U" else v)
+        encoded = {k: v.astype(bytes).astype(object) if v.dtype.kind == "U" else v
                    for k, v in raw.items()}
+        feed = fill_missing_modalities(encoded, input_specs(signature))  # presence flags = 1
+        tensors = {k: tf.constant(v) for k, v in feed.items()}
         results["in_process"].append(row("signature", size, timings(
             lambda t=tensors: signature(**t), reps)))
-        keras_raw = {k: v.astype(object) if v.dtype.kind == "U" else v for k, v in raw.items()}
         results["in_process"].append(row("model.predict", size, timings(
-            lambda r=keras_raw: model.predict(r, verbose=0), reps)))
+            lambda t=tensors: model.predict(t, verbose=0), reps)))
         print(results["in_process"][-2:], flush=True)
 
     proc, ready = start_server(base, name)
