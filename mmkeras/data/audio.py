@@ -32,6 +32,18 @@ median 6.6e-6 over 1000 FSDD clips; the tests use 1e-4 (3x the worst seen; a sym
 instead of periodic Hann window gives >= 4e-2). Log-mel dB (top_db=80) differs by at most
 8.8e-4 dB and MFCCs by at most 2.3e-4 dB (median 6.9e-5) over those 1000 clips; the tests
 use 5e-3 dB (a 0.1 % power change; the window bug above moves the log-mel by >= 0.18 dB).
+These bounds hold for signals whose energy lies mostly inside ``[fmin, fmax]`` (speech,
+broadband noise). The float32 FFT's rounding is relative to the whole frame's energy, so strong
+energy outside ``[fmin, fmax]`` raises the error of the (weaker) in-band bins by about the ratio
+of out-of-band to in-band energy: a pure 12 kHz tone with ``fmax=8000`` at 44.1 kHz
+(n_fft=2048) gives 4.6e-4 (up to ~1e-3 over tone frequencies and amplitudes; 3e-6 with a
+float64 STFT, which is not the mel projection's doing: the filterbank weights are exact in
+float32). The tests hold that case to 2e-3; low-pass or resample such recordings first when the
+1e-4 bound matters.
+
+Input scaling. Float input is used as is (expected in [-1, 1]). ``int16`` input is PCM and is
+scaled by 1/32768, as `decode_wav`, soundfile and librosa do; other integer dtypes are refused
+(their full scale is ambiguous: convert to float in [-1, 1] first).
 
 Resampling. `resample` is band-limited interpolation with a Kaiser-windowed sinc (32 zero
 crossings, beta 14.77, cut-off 0.95 of the lower Nyquist) run as a polyphase filter on the
@@ -100,10 +112,22 @@ def mel_filterbank(
     """Slaney mel filterbank, float32 ``[n_mels, 1 + n_fft // 2]``.
 
     Same arithmetic (and float32 rounding points) as ``librosa.filters.mel(sr=sample_rate,
-    n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=False, norm="slaney")``.
+    n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=False, norm="slaney")``. Requires
+    ``0 <= fmin < fmax <= sample_rate / 2`` (librosa accepts the rest with a warning about
+    empty filters, or silently).
     """
+    nyquist = sample_rate / 2.0
     if fmax is None:
-        fmax = sample_rate / 2.0
+        fmax = nyquist
+    if not 0 <= fmin < nyquist:
+        raise ValueError(f"fmin must be in [0, sample_rate / 2 = {nyquist:g}) Hz, got {fmin}")
+    if fmax > nyquist:
+        raise ValueError(
+            f"fmax={fmax} Hz is above sample_rate / 2 = {nyquist:g} Hz (no FFT bins there); "
+            "lower fmax or raise sample_rate"
+        )
+    if fmin >= fmax:
+        raise ValueError(f"fmin ({fmin} Hz) must be < fmax ({fmax} Hz)")
     fftfreqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sample_rate)
     mel_f = _mel_to_hz(
         np.linspace(_hz_to_mel(np.array([fmin]))[0], _hz_to_mel(np.array([fmax]))[0], n_mels + 2)
@@ -137,8 +161,13 @@ class LogMelSpectrogram(keras.layers.Layer):
     when centred (even ``n_fft``), Slaney mel filterbank. ``log=True`` returns
     ``10 * log10(max(S, amin))`` (``power_to_db(ref=1.0)``), floored at ``top_db`` below each
     example's maximum when ``top_db`` is set; ``log=False`` returns the mel power ``S``
-    (``|STFT| ** power`` through the filterbank). The computation is always float32, whatever
-    the dtype policy; TensorFlow backend only.
+    (``|STFT| ** power`` through the filterbank). ``top_db`` defaults to 80 like `Mfcc` and
+    ``librosa.power_to_db`` (it used to default to None; saved models keep the value they were
+    built with). ``int16`` input is scaled by 1/32768, other integer dtypes are refused
+    (module docstring). ``center=False`` needs at least ``n_fft`` samples (ValueError when the
+    length is static, a failed assertion at run time otherwise). ``0 <= fmin < fmax <=
+    sample_rate / 2``. The computation is always float32, whatever the dtype policy;
+    TensorFlow backend only.
 
     Example:
         >>> wave = keras.Input(shape=(8000,))
@@ -159,7 +188,7 @@ class LogMelSpectrogram(keras.layers.Layer):
         pad_mode: str = "constant",
         power: float = 2.0,
         log: bool = True,
-        top_db: float | None = None,
+        top_db: float | None = 80.0,
         amin: float = 1e-10,
         **kwargs: Any,
     ) -> None:
@@ -167,10 +196,16 @@ class LogMelSpectrogram(keras.layers.Layer):
         super().__init__(**kwargs)
         if pad_mode not in _PAD_MODES:
             raise ValueError(f"pad_mode must be one of {_PAD_MODES}, got {pad_mode!r}")
-        if n_fft < 1 or hop_length < 1 or n_mels < 1:
-            raise ValueError("n_fft, hop_length and n_mels must be positive")
-        if amin <= 0 or (top_db is not None and top_db < 0) or power <= 0:
-            raise ValueError("amin and power must be > 0 and top_db >= 0")
+        for name, value in (("n_fft", n_fft), ("hop_length", hop_length), ("n_mels", n_mels),
+                            ("sample_rate", sample_rate)):
+            if value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value}")
+        if amin <= 0:
+            raise ValueError(f"amin must be > 0, got {amin}")
+        if power <= 0:
+            raise ValueError(f"power must be > 0, got {power}")
+        if top_db is not None and top_db < 0:
+            raise ValueError(f"top_db must be >= 0 or None, got {top_db}")
         self.sample_rate = int(sample_rate)
         self.n_fft = int(n_fft)
         self.hop_length = int(hop_length)
@@ -200,7 +235,22 @@ class LogMelSpectrogram(keras.layers.Layer):
 
     def mel_power(self, inputs: tf.Tensor) -> tf.Tensor:
         """Mel power ``[batch, frames, n_mels]`` (the ``log=False`` output)."""
-        x = tf.cast(inputs, tf.float32)
+        inputs = tf.convert_to_tensor(inputs)
+        if inputs.dtype == tf.int16:
+            x = tf.cast(inputs, tf.float32) / 32768.0
+        elif inputs.dtype.is_integer or inputs.dtype == tf.bool:
+            raise ValueError(
+                f"{type(self).__name__} input has dtype {inputs.dtype.name}: pass float audio "
+                "in [-1, 1] or int16 PCM (scaled by 1/32768)"
+            )
+        else:
+            x = tf.cast(inputs, tf.float32)
+        if not self.center:
+            self.num_frames(x.shape[-1])  # a static length shorter than n_fft raises here
+            tf.debugging.assert_greater_equal(
+                tf.shape(x)[-1], self.n_fft,
+                message=f"center=False needs at least n_fft={self.n_fft} samples per example",
+            )
         if self.center:
             x = self._pad(x)
         frames = tf.signal.frame(x, self.n_fft, self.hop_length) * self._window
@@ -225,8 +275,13 @@ class LogMelSpectrogram(keras.layers.Layer):
         """Number of output frames for ``samples`` input samples (None if unknown)."""
         if samples is None:
             return None
+        if not self.center and samples < self.n_fft:
+            raise ValueError(
+                f"center=False needs at least n_fft={self.n_fft} samples, got {samples}: pad "
+                "the audio (pad_or_crop) or use center=True"
+            )
         padded = samples + 2 * (self.n_fft // 2) if self.center else samples
-        return max(0, 1 + (padded - self.n_fft) // self.hop_length)
+        return 1 + (padded - self.n_fft) // self.hop_length
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         return (input_shape[0], self.num_frames(input_shape[-1]), self.n_mels)
