@@ -26,7 +26,7 @@ from mmkeras.data.sensor import AppendDifferences, LogPowerSpectrogram
 from mmkeras.data.standardize import Standardizer, fit_stats
 
 TEXT_DEFAULTS = {"max_tokens": 5000, "sequence_length": 32}
-LOGMEL_KEYS = ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin", "fmax")
+LOGMEL_KEYS = ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db")
 
 
 def is_spectral(spec: ModalitySpec) -> bool:
@@ -38,9 +38,9 @@ def fixed_transform(spec: ModalitySpec) -> keras.layers.Layer | None:
     """The fixed (not fitted) layer applied to a modality's raw input before standardisation.
 
     Audio: :class:`LogMelSpectrogram` (``sample_rate``, ``n_fft``, ``hop_length``, ``n_mels``,
-    ``fmin``, ``fmax`` from ``spec.options``). Time series with ``options["spectrogram"] =
-    {"n_fft": ..., "hop_length": ...}``: :class:`LogPowerSpectrogram`; with
-    ``options["differences"] = True``: :class:`AppendDifferences`.
+    ``fmin``, ``fmax``, ``top_db`` from ``spec.options``). Time series with
+    ``options["spectrogram"] = {"n_fft": ..., "hop_length": ...}``: :class:`LogPowerSpectrogram`;
+    with ``options["differences"] = True``: :class:`AppendDifferences`.
     """
     if spec.kind == "audio":
         kwargs = {k: spec.options[k] for k in LOGMEL_KEYS if k in spec.options}
