@@ -34,7 +34,6 @@ import numpy as np
 import tensorflow as tf
 import yaml
 
-from mmkeras.data.dataset import ModalitySpec
 from mmkeras.serving.signature import (
     RANGE_MARGIN,
     InputContract,
@@ -68,27 +67,6 @@ def write_saved_model(
         archive.add_endpoint(name, make_serving_fn(model, contracts, class_names, encoded),
                              input_signature=[signature_specs(contracts, presence, encoded)])
     archive.write_out(str(path), verbose=False)
-
-
-def export_saved_model(
-    model: keras.Model,
-    modalities: dict[str, ModalitySpec],
-    class_names: list[str],
-    export_root: str | Path,
-    model_name: str,
-    version: int,
-) -> Path:
-    """Write ``export_root/model_name/version`` in place (kept for the trainer; see export_run).
-
-    Float time series get no range check here (no examples); prefer :func:`export_run`.
-    """
-    path = Path(export_root) / model_name / str(int(version))
-    if path.exists():
-        raise FileExistsError(f"{path} exists; TF Serving versions are immutable, bump the version")
-    specs = {n: {"kind": s.kind, "shape": list(s.shape), "dtype": s.dtype, "options": s.options}
-             for n, s in modalities.items()}
-    write_saved_model(model, input_contracts(specs, {}), class_names, path)
-    return path
 
 
 def _as_tensor_value(array: np.ndarray) -> np.ndarray:
