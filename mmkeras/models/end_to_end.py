@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import tensorflow as tf
 
 from mmkeras.models.preprocessor import PRESENT_SUFFIX, MultimodalPreprocessor
 
@@ -29,6 +30,9 @@ class InferenceModel(keras.Model):
 
     def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
         if isinstance(inputs, dict):
+            # Keras refuses a mix of tensors and None: arrays (strings too) become tensors.
+            inputs = {k: v if v is None or tf.is_tensor(v) or isinstance(v, keras.KerasTensor)
+                      else tf.constant(v) for k, v in inputs.items()}
             inputs = {**dict.fromkeys(self.optional_inputs()), **inputs}
         return super().__call__(inputs, *args, **kwargs)
 
