@@ -40,10 +40,14 @@ Example:
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass
 
 import keras
 import tensorflow as tf
+
+# per model: (strategy, train step, test step, state sync), reused by later fit_custom calls
+_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -186,8 +190,11 @@ def fit_custom(
         a :class:`TrainingHistory` (``.history`` dict of lists, ``.timing`` per epoch).
     """
     strategy = strategy or tf.distribute.get_strategy()
-    _build(model, train_data, strategy)
-    train_step, test_step, sync_state = _steps(model, strategy)
+    cached = _STEPS.get(model)
+    if cached is None or cached[0] is not strategy:  # traced once per model, as fit does
+        _build(model, train_data, strategy)
+        cached = _STEPS[model] = (strategy, *_steps(model, strategy))
+    _, train_step, test_step, sync_state = cached
     train_dist = distribute(train_data, strategy)
     val_dist = distribute(validation_data, strategy) if validation_data is not None else None
     history = TrainingHistory()
