@@ -72,8 +72,10 @@ def test_saved_model_matches_keras_in_a_separate_process(run_dir, tiny_machine, 
     names = list(tiny_machine.modalities)
     inputs = {k: (test[k].astype(str) if test[k].dtype == object else test[k]) for k in names}
     model = load_model(run_dir / "model.keras")
-    expected = model.predict({k: test[k] for k in names}, verbose=0)
-    np.savez(tmp_path / "inputs.npz", **inputs)
+    expected = np.asarray(model({k: test[k] for k in names})["probabilities"])
+    # the signature takes every input; a presence flag of 1 marks the modality present
+    flags = {f"{k}_present": np.ones((len(test["label"]), 1), "float32") for k in names}
+    np.savez(tmp_path / "inputs.npz", **inputs, **flags)
     (tmp_path / "serve.py").write_text(SERVE_SCRIPT)
     proc = subprocess.run(
         [sys.executable, str(tmp_path / "serve.py"), str(run_dir / "export" / "tiny" / "1"),
