@@ -15,8 +15,12 @@ def split_cpu(n: int) -> None:
 
 
 def get_strategy(kind: str = "mirrored") -> tf.distribute.Strategy:
-    """``mirrored``: all local GPUs, else the CPU(s); ``multi_worker``: from ``TF_CONFIG``;
-    ``default``: no distribution.
+    """``mirrored``: all local GPUs, else the CPU's logical devices, as replicas;
+    ``multi_worker``: from ``TF_CONFIG``; ``default``: no distribution.
+
+    ``mirrored`` with a single device returns the default strategy: a one-replica
+    ``MirroredStrategy`` computes the same but adds 40-80 % per step to Keras ``fit`` on a CPU
+    (``benchmarks/bench_train.py``).
 
     Keras 3.15's ``model.fit`` fails under ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585):
     train under ``multi_worker`` with :func:`mmkeras.training.loop.fit_custom`. Create it first
@@ -25,6 +29,8 @@ def get_strategy(kind: str = "mirrored") -> tf.distribute.Strategy:
     if kind == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        if len(devices) == 1:
+            return tf.distribute.get_strategy()
         return tf.distribute.MirroredStrategy(devices)
     if kind == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
