@@ -52,8 +52,11 @@ def run_dir(tmp_path_factory, cache_dir):
 
 def test_run_folder_contents(run_dir):
     for name in ("config.yaml", "metrics.json", "history.csv", "model.keras", "history.png",
-                 "confusion_matrix.png", "preprocessing.json", "export_validation.json"):
+                 "confusion_matrix.png", "preprocessing.json", "export_validation.json",
+                 "evaluation.json", "eval_reliability.png", "run_info.json", "state.json"):
         assert (run_dir / name).is_file(), name
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    assert set(evaluation["robustness"]["modalities"]) == {"vibration", "audio", "environment", "notes"}
     assert (run_dir / "export" / "tiny" / "1" / "saved_model.pb").is_file()
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert cfg["epochs"] == 2 and cfg["fusion"] == "concat"

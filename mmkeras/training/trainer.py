@@ -291,7 +291,11 @@ def train(cfg: Config, dataset: MultimodalDataset | None = None,
 
 def _evaluate(cfg: Config, dataset: MultimodalDataset, model: keras.Model, replicas: int,
               run_dir: Path) -> dict:
-    """The ``evaluated`` stage: ``metrics.json`` and ``confusion_matrix.png`` on the test split."""
+    """The ``evaluated`` stage: ``metrics.json`` and ``confusion_matrix.png`` on the test split,
+    and the full report of :func:`mmkeras.evaluation.evaluate_run` (``evaluation.json``,
+    calibration, per-modality contribution, robustness)."""
+    from mmkeras.evaluation import evaluate_run
+
     probabilities = _batched_predict(model, dataset, "test", cfg.batch_size)
     y_true = dataset.splits["test"]["label"]
     metrics = classification_metrics(y_true, probabilities.argmax(-1), dataset.class_names)
@@ -301,4 +305,5 @@ def _evaluate(cfg: Config, dataset: MultimodalDataset, model: keras.Model, repli
     with atomic_path(run_dir / "confusion_matrix.png") as tmp:
         plot_confusion(metrics["confusion_matrix"], dataset.class_names, tmp)
     write_json(run_dir / "metrics.json", metrics)
+    evaluate_run(run_dir, model=model, dataset=dataset, seed=cfg.seed)
     return metrics
