@@ -91,11 +91,17 @@ def _batch_size(x) -> tf.Tensor:
 def _build(model: keras.Model, dataset: tf.data.Dataset, strategy: tf.distribute.Strategy):
     """Create the optimizer, loss-tracker and metric variables in cross-replica context.
 
-    Variables may not be created inside ``strategy.run``; one eager forward pass on the first
-    batch builds everything the step will touch, then the metrics are reset.
+    Variables may not be created inside ``strategy.run``; one eager forward pass on a batch of
+    one zero example of the dataset's spec builds everything the step will touch (the dataset
+    itself is not read: a partly read ``cache()`` would be truncated), then the metrics are
+    reset.
     """
+    def zeros(spec: tf.TensorSpec) -> tf.Tensor:
+        shape = [1 if d is None else d for d in spec.shape]
+        return tf.fill(shape, "") if spec.dtype == tf.string else tf.zeros(shape, spec.dtype)
+
     with strategy.scope():
-        x, y = next(iter(dataset.take(1)))
+        x, y = tf.nest.map_structure(zeros, dataset.element_spec)
         y_pred = model(x, training=False)
         model.compute_loss(x, y, y_pred, training=False)
         model.compute_metrics(x, y, y_pred)
