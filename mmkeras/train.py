@@ -25,7 +25,7 @@ EPILOG = """\
 overrides (key=value, values parsed as YAML):
   dataset=machine            dataset module in data_pipelines/ (machine, avdigits, mobifall)
   dataset_args.n_machines=8  arguments of that dataset's load()
-  fusion=concat              a registered fusion (concat, gated, attention, tensor, early,
+  fusion=sum                 a registered fusion (sum, concat, gated, attention, tensor, early,
                              late_mean, ...: see mmkeras.registry.FUSIONS); its arguments
                              as fusion.name=tensor fusion.dim=4
   encoders.audio=conv1d      encoder per modality (default: one per modality kind)

@@ -107,7 +107,7 @@ def test_kill_mid_epoch_resumes_at_the_last_finished_epoch(tmp_path, cache_dir):
     other = _run(out, cache_dir, "epochs=4", "fusion=gated", "verbose=1")  # verbose: ignored
     assert other.returncode == 2, other.stderr[-2000:]
     assert other.stderr.count("\n") == 1 and "epochs: 3 -> 4" in other.stderr
-    assert "fusion: 'concat' -> 'gated'" in other.stderr
+    assert "fusion: 'sum' -> 'gated'" in other.stderr
 
     again = _run(out, cache_dir)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]

@@ -84,7 +84,7 @@ def test_open_run_dir_refusals(tmp_path):
     with pytest.raises(RunFolderError) as err:
         open_run_dir(str(run), "runs", "machine", other.to_dict())
     message = str(err.value)
-    assert "epochs: 3 -> 5" in message and "fusion: 'concat' -> 'gated'" in message
+    assert "epochs: 3 -> 5" in message and "fusion: 'sum' -> 'gated'" in message
     assert "dataset_args.n_machines: '<unset>' -> 8" in message and "\n" not in message
     assert "verbose" not in message
     write_state(run, "done")

@@ -56,10 +56,11 @@ def test_run_folder_contents(run_dir):
                  "evaluation.json", "eval_reliability.png", "run_info.json", "state.json"):
         assert (run_dir / name).is_file(), name
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
-    assert set(evaluation["robustness"]["modalities"]) == {"vibration", "audio", "environment", "notes"}
+    modalities = {"vibration", "audio", "environment", "notes"}
+    assert set(evaluation["robustness"]["modalities"]) == modalities
     assert (run_dir / "export" / "tiny" / "1" / "saved_model.pb").is_file()
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    assert cfg["epochs"] == 2 and cfg["fusion"] == "concat"
+    assert cfg["epochs"] == 2 and cfg["fusion"] == "sum"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert set(metrics["per_class"]) == {"normal", "bearing_wear", "imbalance", "overheating"}
     cm = np.asarray(metrics["confusion_matrix"])
@@ -95,7 +96,7 @@ def test_saved_model_matches_keras_in_a_separate_process(run_dir, tiny_machine, 
 
 def test_help_and_bad_override(tmp_path):
     proc = _run(["--help"], os.environ, tmp_path)
-    assert proc.returncode == 0 and "fusion=concat" in proc.stdout
+    assert proc.returncode == 0 and "fusion=sum" in proc.stdout
     proc = _run(["fusion=middle"], os.environ, tmp_path)
     assert proc.returncode == 2 and "fusion" in proc.stderr and "concat" in proc.stderr
     assert len(proc.stderr.splitlines()) == 1
