@@ -108,6 +108,8 @@ def write_dataset_card(dataset: MultimodalDataset, run_dir: Path) -> None:
 
     Together with ``model.keras`` they let a finished run be exported and validated again
     without the dataset: ``examples.npz`` holds up to 64 raw test inputs and their labels.
+    Float modalities also record their per-channel training range (``range``: ``low``,
+    ``high``), which the serving signature widens into the accepted input range.
     """
     card = {
         "name": dataset.name,
@@ -115,6 +117,13 @@ def write_dataset_card(dataset: MultimodalDataset, run_dir: Path) -> None:
         "modalities": {n: {"kind": s.kind, "shape": list(s.shape), "dtype": s.dtype,
                            "options": s.options} for n, s in dataset.modalities.items()},
     }
+    train_arrays = dataset.splits["train"]
+    for name, spec in dataset.modalities.items():
+        if spec.dtype.startswith("float") and spec.kind != "audio":
+            values = np.asarray(train_arrays[name], np.float64)
+            values = values.reshape(-1, values.shape[-1] if values.ndim > 2 else 1)
+            card["modalities"][name]["range"] = {"low": np.nanmin(values, axis=0).tolist(),
+                                                 "high": np.nanmax(values, axis=0).tolist()}
     write_json(run_dir / "dataset.json", card)
     test = dataset.splits["test"]
     n = min(EXAMPLES, len(test["label"]))
