@@ -1,10 +1,11 @@
 """Training-loop benchmark: mmkeras's loops against a minimal ``model.fit``, replicas, input waits.
 
 One run on the embedded ``machine`` dataset at a small size (16 machines, 30 s runs), the
-default model (``concat`` fusion, default encoders), AdamW, global batch 64, no validation
-(training epochs only). Every side trains its own copy of the same model (same seed); epochs
-are interleaved round by round so load changes hit all sides alike; the first epoch of each
-side (tracing, the feature cache) is reported apart and left out of the steady state.
+``build_models`` defaults (``concat`` fusion, default encoders), AdamW, global batch 64, no
+validation (training epochs only). Every side trains its own copy of the same model (same
+seed); epochs are interleaved round by round so load changes hit all sides alike; the first
+epoch of each side (tracing, the feature cache) is reported apart and left out of the steady
+state.
 
 ``loop``
     Examples/s of training epochs, three sides:
@@ -61,7 +62,7 @@ def load():
 
 
 def build(strategy: tf.distribute.Strategy, dataset, state):
-    """The default model compiled as the trainer compiles it (seed 0)."""
+    """The ``build_models`` default model compiled as the trainer compiles it (seed 0)."""
     from mmkeras.models import build_models
 
     keras.utils.set_random_seed(0)
