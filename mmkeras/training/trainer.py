@@ -8,7 +8,9 @@ command line of every invocation), ``state.json`` (the stage reached: ``training
 ``evaluated``, ``done`` or ``failed``), ``preprocessing.json`` (train-split statistics and
 vocabularies), ``dataset.json`` and ``examples.npz``, ``history.csv`` and ``history.png``,
 ``tensorboard/`` (loss, metrics, learning rate, examples/s per epoch), ``metrics.json`` and
-``confusion_matrix.png`` (test split), ``model.keras``, ``export/<model_name>/<version>/`` (TF
+``confusion_matrix.png`` (test split), ``evaluation.json`` and ``eval_*.png`` (calibration,
+per-modality contribution, robustness: :mod:`mmkeras.evaluation`), ``model.keras`` (the raw-input
+:class:`~mmkeras.models.InferenceModel`), ``export/<model_name>/<version>/`` (TF
 Serving SavedModel), ``export_validation.json`` (the SavedModel re-loaded in a separate
 TensorFlow-only process) and ``quarantine.csv`` (bad records skipped while building the dataset).
 
