@@ -11,9 +11,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info/warning chatter
+
+from mmkeras.cli import Parser, one_line, positive_int
 
 EPILOG = """\
 what is measured (details in the mmkeras.evaluation module docstrings):
@@ -34,35 +35,21 @@ examples:
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        """One line on stderr, exit 2."""
-        self.exit(2, f"error: {message} (see python -m mmkeras.evaluate --help)\n")
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line options."""
-    parser = _Parser(
+    parser = Parser(
         prog="python -m mmkeras.evaluate",
         description="Evaluate a finished run; write evaluation.json and PNG figures into it.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--run", required=True, help="run folder written by mmkeras.train "
                         "(has config.yaml, dataset.json, model.keras)")
     parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
-    parser.add_argument("--levels", type=_positive, default=5,
+    parser.add_argument("--levels", type=positive_int, default=5,
                         help="corruption levels after the clean one (default: 5)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the noise and of the --max-examples subset (default: 0)")
-    parser.add_argument("--max-examples", type=_positive, default=None, metavar="N",
+    parser.add_argument("--max-examples", type=positive_int, default=None, metavar="N",
                         help="evaluate a random subset of N examples (default: all)")
     parser.add_argument("--baseline", metavar="RUN",
                         help="run folder (or evaluation.json) whose robustness curves are the "
@@ -78,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         read_run(Path(args.run))  # a wrong folder fails here, before TensorFlow loads
     except EvaluationError as err:
-        print("error: " + " ".join(str(err).split()), file=sys.stderr)
+        print(one_line(err), file=sys.stderr)
         return 2
     from mmkeras.data.quarantine import DataError
     from mmkeras.evaluation.report import evaluate_run, format_summary
@@ -87,10 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         report = evaluate_run(args.run, levels=args.levels, seed=args.seed, split=args.split,
                               max_examples=args.max_examples, baseline=args.baseline)
     except EvaluationError as err:
-        print("error: " + " ".join(str(err).split()), file=sys.stderr)
+        print(one_line(err), file=sys.stderr)
         return 2
     except (DataError, ConnectionError) as err:
-        print("error: " + " ".join(str(err).split()), file=sys.stderr)
+        print(one_line(err), file=sys.stderr)
         return 1
     print(format_summary(report))
     return 0

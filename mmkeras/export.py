@@ -10,16 +10,16 @@ The logic is in :mod:`mmkeras.serving.export` and :mod:`mmkeras.serving.validate
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
+from mmkeras.cli import Parser
 from mmkeras.serving.signature import RANGE_MARGIN
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m mmkeras.export",
         description="Write a run's model as a validated, versioned TF Serving SavedModel "
                     "(<base>/<model_name>/<version>/), or validate one with --validate.",

@@ -12,16 +12,17 @@ Examples:
 
 from __future__ import annotations
 
-import argparse
 import json
 import signal
 import sys
 import threading
 
+from mmkeras.cli import Parser
+
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; runs until SIGINT or SIGTERM."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m mmkeras.serve",
         description="Local TF Serving protocol server (REST + gRPC) over SavedModel versions.",
     )

@@ -7,17 +7,13 @@ With no arguments it trains the intermediate-fusion model on the embedded ``mach
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import re
 import sys
-import tempfile
-from collections.abc import Iterator
-from typing import NoReturn
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info/warning chatter
 
+from mmkeras.cli import Parser, drop_chatter, native_stderr, one_line
 from mmkeras.config import Config, ConfigError, config_yaml, resolve_config
 from mmkeras.paths import EnvPathError, check_env
 
@@ -58,19 +54,12 @@ started with a different config, is refused unless --overwrite is given.
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        """One line on stderr, exit 2 (argparse would print the whole usage first)."""
-        self.exit(2, f"error: {message} (see python -m mmkeras.train --help)\n")
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Options and ``key=value`` overrides, in any order."""
-    parser = _Parser(
+    parser = Parser(
         prog="python -m mmkeras.train",
         description="Train, evaluate and export a multimodal fusion model.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", help="YAML file with config fields (see overrides below)")
     parser.add_argument("--output", help="run folder (default: runs/<name>-<timestamp>/)")
@@ -83,52 +72,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="print the resolved configuration as YAML and exit")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     return parser.parse_intermixed_args(argv)
-
-
-# absl writes these C++ start-up lines to stderr while TensorFlow loads, whatever
-# TF_CPP_MIN_LOG_LEVEL says (logging is not initialised yet: abseil/abseil-cpp#1718)
-_ABSL_BANNER = "WARNING: All log messages before absl::InitializeLog() is called"
-_ABSL_LINE = re.compile(r"^(?P<level>[IWEF])\d{4} [\d:. ]+\d+ (?P<file>[\w.]+):\d+\] ")
-_CUDA_FILES = re.compile(r"^(cuda_\w+|cudart_stub|cpu_feature_guard|port)\.cc$")
-
-
-def _is_chatter(line: str, previous_dropped: bool) -> bool:
-    match = _ABSL_LINE.match(line)
-    if match:
-        return match["level"] in "IW" or bool(_CUDA_FILES.match(match["file"]))
-    return line.startswith(_ABSL_BANNER) or (
-        previous_dropped and line.startswith("To enable the following instructions"))
-
-
-def drop_chatter(lines: list[str]) -> list[str]:
-    """``lines`` without TensorFlow's C++ start-up chatter (other errors are kept)."""
-    kept, dropped = [], False
-    for line in lines:
-        dropped = _is_chatter(line, dropped)
-        if not dropped:
-            kept.append(line)
-    return kept
-
-
-@contextlib.contextmanager
-def _native_stderr(lines: list[str]) -> Iterator[None]:
-    """Collect everything written to file descriptor 2 (C++ included) into ``lines``."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            lines.extend(tmp.read().decode(errors="replace").splitlines())
-
-
-def _one_line(err: BaseException) -> str:
-    return "error: " + " ".join(str(err).split())
 
 
 def summary(cfg: Config, result) -> str:
@@ -159,14 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     startup: list[str] = []
     cfg: Config | None = None
     try:
-        with _native_stderr(startup):  # TensorFlow loads here (registries, dataset modules)
+        with native_stderr(startup):  # TensorFlow loads here (registries, dataset modules)
             import tensorflow as tf
 
             tf.config.list_physical_devices()  # device discovery logs now, not mid-run
             check_env()
             cfg = resolve_config(args.config, overrides)
     except (ConfigError, EnvPathError) as err:
-        print(_one_line(err), file=sys.stderr)
+        print(one_line(err), file=sys.stderr)
         return 2
     finally:
         shown = startup if cfg is not None and cfg.verbose >= 2 else drop_chatter(startup)
@@ -185,10 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = train(cfg, overwrite=args.overwrite)
     except RunFolderError as err:
-        print(_one_line(err), file=sys.stderr)
+        print(one_line(err), file=sys.stderr)
         return 2
     except (DataError, ConnectionError, NonFiniteLossError, ExportError) as err:
-        print(_one_line(err), file=sys.stderr)
+        print(one_line(err), file=sys.stderr)
         return 1
     if result.export_dir is None:
         print(f"worker done; the chief writes the run folder {result.run_dir}")

@@ -29,7 +29,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
-from mmkeras.training.runfiles import atomic_path, remove_temps, sha256, write_json, write_text
+from mmkeras.data.download import sha256_file as sha256
+from mmkeras.training.runfiles import atomic_path, remove_temps, write_json, write_text
 
 MANIFEST = "manifest.json"
 

@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import platform
@@ -86,15 +85,6 @@ def write_text(path: str | Path, text: str) -> None:
 def write_json(path: str | Path, data: Any) -> None:
     """Write ``data`` as indented JSON to ``path`` atomically."""
     write_text(path, json.dumps(data, indent=2))
-
-
-def sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def remove_temps(folder: Path) -> None:
