@@ -44,6 +44,7 @@ from mmkeras.serving.signature import (
     presence_names,
     signature_specs,
 )
+from mmkeras.training.runfiles import fsync
 
 TMP_DIR = ".mmkeras-tmp"
 WARMUP_FILE = "tf_serving_warmup_requests"
@@ -221,11 +222,7 @@ def versions(model_dir: Path) -> list[int]:
 
 def _fsync_tree(path: Path) -> None:
     for p in [*path.rglob("*"), path]:
-        fd = os.open(p, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync(p)
 
 
 def load_run(run_dir: Path) -> tuple[dict, dict, dict[str, np.ndarray]]:
