@@ -1,0 +1,309 @@
+"""Fusion benchmark: every modality alone and every registered fusion, over seeds (and folds).
+
+Each run is a real job of :func:`mmkeras.training.trainer.train` (the ``python -m mmkeras.train``
+trainer: its config file plus ``key=value`` overrides, early stopping on validation loss,
+evaluation report, export). Per model it reports the mean and standard deviation over runs of
+test accuracy and macro-F1, the validation loss and accuracy of the kept epoch (the selection
+criterion: the fusion with the lowest mean validation loss is marked, test numbers never
+choose), the parameter count, training time (sum of epoch times, validation included), and
+inference latency per example (batch 64 and batch 1, ``model.predict`` on the raw-input model).
+A second table gives each fusion's test accuracy with each modality marked absent through the
+presence inputs (the run's ``evaluation.json``).
+
+``--folds`` runs each seed on several ``dataset_args.fold`` values (MobiFall leave-one-subject-
+out); means and standard deviations are then over every (fold, seed) run.
+
+Finished runs are appended to ``<out>.runs.jsonl`` and reused when the same command is run
+again, so a long benchmark can be stopped and continued.
+
+Usage:
+    python benchmarks/bench_fusion.py --dataset machine --seeds 3 --out benchmarks/fusion_machine.md
+    python benchmarks/bench_fusion.py --dataset machine --seeds 1 --epochs 2 --fusions sum,early \\
+        --modalities audio --out /tmp/b.md
+    python benchmarks/bench_fusion.py --dataset mobifall --folds 0-8 --seeds 1 \\
+        --config data_pipelines/configs/mobifall_loso.yaml --out /tmp/mobifall.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mmkeras.config import DEFAULT_FUSION, resolve_config  # noqa: E402
+
+CONFIGS = ROOT / "data_pipelines" / "configs"
+LATENCY_EXAMPLES = 32
+
+
+def _ints(text: str) -> list[int]:
+    """``"0-2,5"`` -> ``[0, 1, 2, 5]``."""
+    out: list[int] = []
+    for part in text.split(","):
+        lo, sep, hi = part.partition("-")
+        out += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
+    return out
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options (see the module docstring)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", default="machine", help="machine, avdigits or mobifall")
+    p.add_argument("--config", help="YAML config (default: data_pipelines/configs/<dataset>.yaml)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per model (default 3)")
+    p.add_argument("--fusions", default="all",
+                   help="comma-separated registered fusions, 'all' or 'none' (default all)")
+    p.add_argument("--modalities", default="all",
+                   help="modalities trained alone: comma-separated, 'all' or 'none'")
+    p.add_argument("--epochs", type=int, help="epochs per run (default: the config's)")
+    p.add_argument("--folds", help="dataset_args.fold values, e.g. 0-8 (MobiFall LOSO)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra config override for every run (repeatable)")
+    p.add_argument("--work", help="folder for the run folders (default: a temporary one)")
+    p.add_argument("--out", default="fusion_benchmark.md", help="markdown table to write")
+    return p.parse_args(argv)
+
+
+def _fusions(spec: str) -> list[str]:
+    import mmkeras.fusion  # noqa: F401  (fills the registry)
+    from mmkeras.registry import FUSIONS
+
+    if spec == "all":
+        return FUSIONS.names()
+    if spec == "none":
+        return []
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    for name in names:
+        FUSIONS.get(name)  # unknown names fail with the closest registered one
+    return names
+
+
+def _variants(args: argparse.Namespace, modalities: list[str]) -> list[tuple[str, str]]:
+    """``[(kind, name)]``: ``("alone", modality)`` and ``("fusion", fusion)``."""
+    if args.modalities == "all":
+        alone = modalities
+    elif args.modalities == "none":
+        alone = []
+    else:
+        alone = [m.strip() for m in args.modalities.split(",") if m.strip()]
+        unknown = sorted(set(alone) - set(modalities))
+        if unknown:
+            raise SystemExit(f"error: --modalities {unknown} not in the dataset's {modalities}")
+    return [("alone", m) for m in alone] + [("fusion", f) for f in _fusions(args.fusions)]
+
+
+def _latency(model: Any, inputs: dict[str, np.ndarray]) -> tuple[float, float]:
+    """Seconds per example of ``model.predict`` at batch 64 (whole split) and batch 1."""
+    from mmkeras.evaluation.predict import predict
+
+    small = {k: v[:LATENCY_EXAMPLES] for k, v in inputs.items()}
+    predict(model, small, batch_size=64)  # trace once
+    n = len(next(iter(inputs.values())))
+    t0 = time.perf_counter()
+    predict(model, inputs, batch_size=64)
+    batch64 = (time.perf_counter() - t0) / n
+    predict(model, {k: v[:2] for k, v in small.items()}, batch_size=1)
+    m = len(next(iter(small.values())))
+    t0 = time.perf_counter()
+    predict(model, small, batch_size=1)
+    return batch64, (time.perf_counter() - t0) / m
+
+
+def run_one(config: str | None, overrides: list[str], dataset: Any, work: Path) -> dict:
+    """Train one model with the real trainer and collect its numbers."""
+    from mmkeras.training.callbacks import read_history_csv
+    from mmkeras.training.trainer import train
+
+    cfg = resolve_config(config, [*overrides, f"output={work}", "verbose=0"])
+    t0 = time.perf_counter()
+    result = train(cfg, dataset=dataset, overwrite=True)
+    job_s = time.perf_counter() - t0
+    history = read_history_csv(result.run_dir / "history.csv")
+    val_loss = history["val_loss"]
+    best = int(np.argmin(val_loss)) if cfg.early_stopping else len(val_loss) - 1
+    n_train = result.metrics["train_examples"]
+    train_s = float(sum(n_train / v for v in history["examples_per_second"]))
+    evaluation = json.loads((result.run_dir / "evaluation.json").read_text())
+    selected = dataset.select(cfg.modalities)
+    inputs = {m: selected.splits["test"][m] for m in selected.modalities}
+    batch64, batch1 = _latency(result.model, inputs)
+    return {
+        "accuracy": result.metrics["accuracy"],
+        "macro_f1": result.metrics["macro_f1"],
+        "per_class_f1": {k: v["f1"] for k, v in result.metrics["per_class"].items()},
+        "val_loss": float(val_loss[best]),
+        "val_accuracy": float(history["val_accuracy"][best]) if "val_accuracy" in history
+        else float("nan"),
+        "epochs_run": len(val_loss),
+        "params": int(result.model.count_params()),
+        "train_s": train_s,
+        "job_s": job_s,
+        "latency_ms_b64": 1e3 * batch64,
+        "latency_ms_b1": 1e3 * batch1,
+        "absent": {m: v["accuracy"] for m, v in
+                   evaluation["contribution"]["absent"].items()} if len(inputs) > 1 else {},
+        "modalities": list(selected.modalities),
+    }
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+def summarize(records: list[dict]) -> list[dict]:
+    """One row per model: means and standard deviations over its runs."""
+    rows = []
+    for key in dict.fromkeys((r["kind"], r["name"]) for r in records):
+        runs = [r for r in records if (r["kind"], r["name"]) == key]
+        row: dict[str, Any] = {"kind": key[0], "name": key[1], "runs": len(runs)}
+        for field in ("accuracy", "macro_f1", "val_loss", "val_accuracy", "train_s",
+                      "latency_ms_b64", "latency_ms_b1", "epochs_run"):
+            row[field], row[field + "_std"] = _mean_std([r[field] for r in runs])
+        row["params"] = runs[0]["params"]
+        row["absent"] = {m: _mean_std([r["absent"][m] for r in runs])[0]
+                         for m in runs[0]["absent"]}
+        classes = runs[0]["per_class_f1"]
+        row["per_class_f1"] = {c: _mean_std([r["per_class_f1"][c] for r in runs])[0]
+                               for c in classes}
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict], header: str) -> str:
+    """The benchmark tables and a summary as markdown."""
+    def pm(row: dict, field: str, digits: int = 3) -> str:
+        return f"{row[field]:.{digits}f} ± {row[field + '_std']:.{digits}f}"
+
+    fusions = [r for r in rows if r["kind"] == "fusion"]
+    chosen = min(fusions, key=lambda r: r["val_loss"])["name"] if fusions else None
+    lines = [header, "",
+             "| model | runs | test accuracy | macro-F1 | val loss | val accuracy | params | "
+             "train s | ms/example (batch 64) | ms/example (batch 1) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        name = f"{r['name']} alone" if r["kind"] == "alone" else r["name"]
+        if r["name"] == chosen and r["kind"] == "fusion":
+            name += " (lowest val loss)"
+        if r["name"] == DEFAULT_FUSION and r["kind"] == "fusion":
+            name += " (default)"
+        lines.append(
+            f"| {name} | {r['runs']} | {pm(r, 'accuracy')} | {pm(r, 'macro_f1')} | "
+            f"{pm(r, 'val_loss')} | {pm(r, 'val_accuracy')} | {r['params']:,} | "
+            f"{r['train_s']:.0f} | {r['latency_ms_b64']:.3f} | {r['latency_ms_b1']:.2f} |")
+    if fusions:
+        modalities = list(fusions[0]["absent"])
+        lines += ["", "Missing modality (test accuracy, mean over runs, with the named modality "
+                  "marked absent through its presence input):", "",
+                  "| fusion | all present | " + " | ".join(f"{m} absent" for m in modalities)
+                  + " |", "|---|---|" + "---|" * len(modalities)]
+        for r in fusions:
+            lines.append(f"| {r['name']} | {r['accuracy']:.3f} | "
+                         + " | ".join(f"{r['absent'][m]:.3f}" for m in modalities) + " |")
+    classes = list(rows[0]["per_class_f1"]) if rows else []
+    if rows:
+        lines += ["", "Per-class F1 (mean over runs):", "",
+                  "| model | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
+        for r in rows:
+            name = f"{r['name']} alone" if r["kind"] == "alone" else r["name"]
+            lines.append(f"| {name} | "
+                         + " | ".join(f"{r['per_class_f1'][c]:.2f}" for c in classes) + " |")
+    lines += ["", *summary_lines(rows, chosen)]
+    return "\n".join(lines) + "\n"
+
+
+def summary_lines(rows: list[dict], chosen: str | None) -> list[str]:
+    """Best fusion vs best single modality, and the validation-selected fusion."""
+    fusions = [r for r in rows if r["kind"] == "fusion"]
+    alone = [r for r in rows if r["kind"] == "alone"]
+    out = []
+    if fusions:
+        best = max(fusions, key=lambda r: r["accuracy"])
+        out.append(f"- best fusion on test: {best['name']} {best['accuracy']:.3f} "
+                   f"± {best['accuracy_std']:.3f}")
+        pick = next(r for r in fusions if r["name"] == chosen)
+        out.append(f"- chosen on validation (lowest mean val loss): {chosen}, test "
+                   f"{pick['accuracy']:.3f} ± {pick['accuracy_std']:.3f}")
+    if alone:
+        solo = max(alone, key=lambda r: r["accuracy"])
+        out.append(f"- best modality alone: {solo['name']} {solo['accuracy']:.3f} "
+                   f"± {solo['accuracy_std']:.3f}")
+    if fusions and alone:
+        out.append(f"- ratio best fusion / best alone: {best['accuracy'] / solo['accuracy']:.3f}; "
+                   f"validation-chosen fusion / best alone: "
+                   f"{pick['accuracy'] / solo['accuracy']:.3f}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and write ``--out`` (markdown) and ``<out>.runs.jsonl``."""
+    from data_pipelines import load_dataset
+
+    args = parse_args(argv)
+    config = args.config or str(CONFIGS / f"{args.dataset}.yaml")
+    base = [f"dataset={args.dataset}", *args.set]
+    if args.epochs is not None:
+        base.append(f"epochs={args.epochs}")
+    folds = _ints(args.folds) if args.folds else [None]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log = out.with_suffix(".runs.jsonl")
+    done = [json.loads(x) for x in log.read_text().splitlines()] if log.is_file() else []
+    work = Path(args.work or tempfile.mkdtemp(prefix="bench-fusion-"))
+    records: list[dict] = []
+    variants = None
+    for fold in folds:
+        fold_args = base + ([f"dataset_args.fold={fold}"] if fold is not None else [])
+        cfg = resolve_config(config, fold_args)
+        dataset = None
+        for seed in range(args.seeds):
+            if dataset is None:
+                dataset = load_dataset(cfg.dataset, strict=cfg.strict, **cfg.dataset_args)
+                variants = variants or _variants(args, list(dataset.modalities))
+            for kind, name in variants:
+                extra = [f"modalities=[{name}]"] if kind == "alone" else [f"fusion={name}"]
+                overrides = fold_args + extra + [f"seed={seed}"]
+                key = {"config": config, "overrides": overrides}
+                cached = next((r for r in done if r["key"] == key), None)
+                if cached is None:
+                    tag = f"{kind}-{name}-f{fold}-s{seed}"
+                    rec = run_one(config, overrides, dataset, work / tag)
+                    rec.update(key=key, kind=kind, name=name, seed=seed, fold=fold)
+                    with log.open("a") as f:
+                        f.write(json.dumps(rec) + "\n")
+                    done.append(rec)
+                    cached = rec
+                    print(f"[{tag}] test acc {rec['accuracy']:.3f} f1 {rec['macro_f1']:.3f} "
+                          f"val loss {rec['val_loss']:.3f} ({rec['job_s']:.0f} s)", flush=True)
+                records.append(cached)
+    command = "python benchmarks/bench_fusion.py " + shlex.join(
+        sys.argv[1:] if argv is None else argv)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    folds_note = f", folds {args.folds}" if args.folds else ""
+    header = (f"`{command}` ({stamp}; dataset {args.dataset}, config {Path(config).name}, "
+              f"seeds 0-{args.seeds - 1}{folds_note}; mean ± std over runs)")
+    text = markdown(summarize(records), header)
+    out.write_text(text)
+    print(text)
+    if any(math.isnan(r["accuracy"]) for r in records):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
