@@ -63,8 +63,21 @@ metadata next to ``subject``, ``trial``, ``file`` (the trial's files as a glob p
 Labels are the 11 codes of :data:`CLASSES` (sorted): ADLs CSI, CSO, JOG, JUM, SCH, STN, STU
 and falls BSC, FKL, FOL, SDL (:data:`ACTIVITIES`). The label is per trial: this version has no
 fall-onset annotation, so a fall trial's windows before and after the fall carry the fall's
-code too. Splits are by subject: ``test_subject`` (default 4), ``val_subject`` (default 3) and
-train = every other subject (2), so no subject is in two splits.
+code too. Splits are by subject, so no subject is in two splits: ``test_subject`` (default 4),
+``val_subject`` (default 3) and train = every other subject (2).
+
+Full copy and leave-one-subject-out
+-----------------------------------
+``full=True`` reads ``$MMKERAS_DATA_DIR/sensors/mobifall_v2_full`` (:data:`FULL_SUBDIR`): all 24
+subjects, 612 trials; only 9 subjects (2, 3, 4, 5, 7, 8, 9, 10, 11) recorded the ADLs, the
+other 15 only the 4 falls. Subject 21's SDL files sit in ``FOL/``: the label comes from the file
+name (and the header must agree), never from the folder. ``fold=k`` is leave-one-subject-out
+over the subjects with ADLs (sorted, :func:`loso_subjects`): the test subject is the k-th, the
+validation subjects are the ``val_subjects`` next ones in that order (cyclically, so each
+subject validates once with ``val_subjects=1``), and every other subject trains, the 15
+falls-only subjects always. Parsed and aligned trials are kept in memory per folder (keyed by
+every file's size and mtime), so the folds of one process parse the files once (612 trials:
+about 12 s on a busy 2-core machine).
 
 Quality checks
 --------------
@@ -133,6 +146,8 @@ REPO = "yehowlong/MobiAct_Dataset_v2.0-MobiFall_Dataset_v2.0"
 COMMIT = "673f41a27b85cd37afbce2b054d1a5a731cd831c"
 ARCHIVE_URL = f"https://github.com/{REPO}/archive/{COMMIT}.zip"
 SUBDIR = "sensors/mobifall_v2"
+FULL_SUBDIR = "sensors/mobifall_v2_full"
+ADLS: frozenset[str] = frozenset({"CSI", "CSO", "JOG", "JUM", "SCH", "STN", "STU"})
 DATA_PATTERN = "*_*_*_*.txt"
 SUBSET_DIGEST = "3f3febf57df789e5a5002b70542e6c470130053374f36723f0783d7a02bed103"
 """``folder_digest(root, DATA_PATTERN)`` of the 432 subset files (computed on the local copy)."""
@@ -431,8 +446,19 @@ def _header_problems(header: Mapping[str, Any], trial: TrialFiles) -> list[tuple
     return problems
 
 
-def data_root(download_missing: bool = True) -> Path:
-    """``$MMKERAS_DATA_DIR/sensors/mobifall_v2``, else a verified cached download."""
+def data_root(download_missing: bool = True, full: bool = False) -> Path:
+    """``$MMKERAS_DATA_DIR/sensors/mobifall_v2``, else a verified cached download.
+
+    ``full=True``: ``$MMKERAS_DATA_DIR/sensors/mobifall_v2_full`` (24 subjects; no download).
+    """
+    if full:
+        local = local_data(FULL_SUBDIR)
+        if local is None:
+            raise FileNotFoundError(
+                f"MobiFall full copy not found: set MMKERAS_DATA_DIR to a folder holding "
+                f"{FULL_SUBDIR}/ (all 24 subjects of the upstream archive), or use full=false "
+                "for the 3-subject subset")
+        return local
     local = local_data(SUBDIR)
     if local is not None:
         return local
@@ -480,29 +506,86 @@ def download(dest: str | Path, url: str = ARCHIVE_URL, digest: str = SUBSET_DIGE
     return dest
 
 
+def loso_subjects(trials: list[TrialFiles]) -> list[int]:
+    """Sorted subjects with at least one ADL trial: the test subjects of ``fold=0, 1, ...``.
+
+    Example:
+        >>> loso_subjects(find_trials(data_root(full=True)))     # doctest: +SKIP
+        [2, 3, 4, 5, 7, 8, 9, 10, 11]
+    """
+    return sorted({t.subject for t in trials if t.code in ADLS})
+
+
+def fold_subjects(subjects: list[int], activity: list[int], fold: int,
+                  val_subjects: int = 1) -> dict[str, list[int]]:
+    """Subjects of each split for leave-one-subject-out fold ``fold`` (see the module docstring).
+
+    Example:
+        >>> fold_subjects([1, 2, 3, 4, 6], [2, 3, 4], fold=2)
+        {'train': [1, 3, 6], 'val': [2], 'test': [4]}
+    """
+    n = len(activity)
+    if not 0 <= fold < n:
+        raise ValueError(f"fold must be in 0..{n - 1} (one per subject with ADLs: {activity}), "
+                         f"got {fold}")
+    if not 1 <= val_subjects < n:
+        raise ValueError(f"val_subjects must be in 1..{n - 1}, got {val_subjects}")
+    test = activity[fold]
+    val = [activity[(fold + k) % n] for k in range(1, val_subjects + 1)]
+    return {"train": [s for s in subjects if s != test and s not in val],
+            "val": sorted(val), "test": [test]}
+
+
+_ALIGNED: dict[tuple, tuple[list[AlignedTrial | None], list[tuple[str, str]]]] = {}
+
+
+def _aligned_trials(root: Path, trials: list[TrialFiles], rate_hz: float,
+                    quarantine: Quarantine) -> list[AlignedTrial | None]:
+    """:func:`load_trial` of every trial, memoised per folder state (files' size and mtime) and
+    rate; the problems are replayed into ``quarantine`` in order (strict: the first raises)."""
+    stats = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns)
+                  for t in trials for p in t.paths.values())
+    key = (str(root.resolve()), rate_hz, stats)
+    if key not in _ALIGNED:
+        local = Quarantine(strict=False)  # every problem, replayed below in order
+        aligned = [load_trial(t, rate_hz, local, root) for t in trials]
+        _ALIGNED.clear()  # one folder state at a time: bounded memory
+        _ALIGNED[key] = (aligned, list(local.records))
+    aligned, problems = _ALIGNED[key]
+    for where, reason in problems:
+        quarantine.add(where, reason)
+    return aligned
+
+
 def load(
     strict: bool = False,
     rate_hz: float = 200.0,
     window_s: float = 2.0,
     hop_s: float = 1.0,
     min_presence: float = 0.8,
-    test_subject: int = 4,
-    val_subject: int = 3,
+    test_subject: int | None = None,
+    val_subject: int | None = None,
     root: str | Path | None = None,
     verbose: bool = True,
+    full: bool = False,
+    fold: int | None = None,
+    val_subjects: int = 1,
 ) -> MultimodalDataset:
     """Windows of every trial as the ``mobifall`` dataset (see the module docstring).
 
     Modalities ``acc`` [T, 3], ``gyro`` [T, 3], ``ori`` [T, 4] (float32 time series, T =
     ``window_s * rate_hz``); splits ``train`` / ``val`` / ``test`` by subject. ``root`` defaults
-    to :func:`data_root`. ``info`` holds the quarantine, the window counts and the drops.
+    to :func:`data_root` (``full=True``: the 24-subject copy). ``fold`` selects leave-one-
+    subject-out (``test_subject``/``val_subject`` must then be unset; without ``fold`` they
+    default to 4 and 3). ``info`` holds the quarantine, the window counts and the drops.
     """
     length, hop = _steps(window_s, rate_hz, "window_s"), _steps(hop_s, rate_hz, "hop_s")
     if not 0.0 <= min_presence <= 1.0:
         raise ValueError(f"min_presence must be in [0, 1], got {min_presence}")
-    if test_subject == val_subject:
-        raise ValueError(f"test_subject and val_subject are both {test_subject}; pick two")
-    root = Path(root) if root is not None else data_root()
+    if fold is not None and (test_subject is not None or val_subject is not None):
+        raise ValueError("fold picks the test and validation subjects: leave test_subject and "
+                         "val_subject unset with fold")
+    root = Path(root) if root is not None else data_root(full=full)
     quarantine = Quarantine(strict=strict)
     trials = find_trials(root, quarantine)
     if not trials:
@@ -510,23 +593,32 @@ def load(
         raise EmptyDataError(f"{root}: no complete MobiFall trials (sub*/**/<CODE>_<sensor>_"
                              f"<subject>_<trial>.txt){skipped}")
     subjects = sorted({t.subject for t in trials})
-    for name, subject in (("test_subject", test_subject), ("val_subject", val_subject)):
-        if subject not in subjects:
-            split = name.removesuffix("_subject")
-            raise EmptyDataError(f"{root}: split {split!r} is empty: {name}={subject} has no "
-                                 f"trials; subjects: {subjects}")
-    if len(subjects) < 3:
-        raise EmptyDataError(f"{root}: split 'train' is empty: need a training subject besides "
-                             f"{val_subject} and {test_subject}; subjects: {subjects}")
+    if fold is not None:
+        groups = fold_subjects(subjects, loso_subjects(trials), fold, val_subjects)
+    else:
+        test_subject = 4 if test_subject is None else test_subject
+        val_subject = 3 if val_subject is None else val_subject
+        if test_subject == val_subject:
+            raise ValueError(f"test_subject and val_subject are both {test_subject}; pick two")
+        for name, subject in (("test_subject", test_subject), ("val_subject", val_subject)):
+            if subject not in subjects:
+                split = name.removesuffix("_subject")
+                raise EmptyDataError(f"{root}: split {split!r} is empty: {name}={subject} has "
+                                     f"no trials; subjects: {subjects}")
+        if len(subjects) < 3:
+            raise EmptyDataError(f"{root}: split 'train' is empty: need a training subject "
+                                 f"besides {val_subject} and {test_subject}; subjects: {subjects}")
+        groups = {"train": [s for s in subjects if s not in (val_subject, test_subject)],
+                  "val": [val_subject], "test": [test_subject]}
+    split_of = {s: name for name, members in groups.items() for s in members}
     parts: dict[str, dict[str, list[np.ndarray]]] = {"train": {}, "val": {}, "test": {}}
     dropped: list[dict[str, Any]] = []
     n_loaded = 0
-    for trial in trials:
-        aligned = load_trial(trial, rate_hz, quarantine, root)
+    for aligned in _aligned_trials(root, trials, rate_hz, quarantine):
         if aligned is None:
             continue
         n_loaded += 1
-        split = {test_subject: "test", val_subject: "val"}.get(trial.subject, "train")
+        split = split_of[aligned.files.subject]
         windows = _trial_windows(aligned, length, hop, min_presence, rate_hz, dropped)
         for key, value in windows.items():
             parts[split].setdefault(key, []).append(value)
@@ -539,15 +631,17 @@ def load(
         "root": str(root),
         "rate_hz": rate_hz,
         "channels": {s: list(c) for s, c in CHANNELS.items()},
-        "subjects": {"train": [s for s in subjects if s not in (val_subject, test_subject)],
-                     "val": [val_subject], "test": [test_subject]},
+        "subjects": groups,
+        "fold": fold,
         "trials": {"found": len(trials), "loaded": n_loaded, "skipped": len(trials) - n_loaded},
         "windows": {"kept": sum(kept.values()), "dropped_low_presence": len(dropped),
                     "per_split": kept},
         "dropped_windows": dropped,
     }
     if verbose:
-        print(f"mobifall: {n_loaded}/{len(trials)} trials, {sum(kept.values())} windows "
+        where = f"fold {fold} (test {groups['test']}, val {groups['val']}), " if fold is not None \
+            else ""
+        print(f"mobifall: {where}{n_loaded}/{len(trials)} trials, {sum(kept.values())} windows "
               f"(train/val/test {kept['train']}/{kept['val']}/{kept['test']}), {len(dropped)} "
               f"dropped with a stream present on < {min_presence:.0%} of their steps")
     modalities = {

@@ -17,6 +17,7 @@ from data_pipelines.mobifall import (
     CLASSES,
     COMMIT,
     DATA_PATTERN,
+    FULL_SUBDIR,
     NEAREST_TOLERANCE_NS,
     SENSORS,
     SUBDIR,
@@ -25,8 +26,10 @@ from data_pipelines.mobifall import (
     download,
     encode_orientation,
     find_trials,
+    fold_subjects,
     load,
     load_trial,
+    loso_subjects,
     read_sensor_file,
 )
 from mmkeras.data.download import folder_digest
@@ -380,3 +383,79 @@ def test_download_keeps_and_verifies_the_subset(root: Path, tmp_path: Path) -> N
     with pytest.raises(ValueError, match="folder digest"):
         download(tmp_path / "cache" / "other", url=archive.as_uri())
     assert not (tmp_path / "cache" / "other").exists()
+
+
+# ---------------------------------------------------------------- full copy, leave-one-subject-out
+
+ACTIVITY_SUBJECTS = [2, 3, 4, 5, 7, 8, 9, 10, 11]
+FALLS_ONLY = [1, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 29, 30, 31]
+
+
+@pytest.fixture(scope="module")
+def full_root(data_dir: Path) -> Path:
+    path = data_dir / FULL_SUBDIR
+    if not path.is_dir():
+        pytest.fail(f"MobiFall full copy not found at {path}; check MMKERAS_DATA_DIR={data_dir}")
+    return path
+
+
+def test_full_copy_trials_and_subject_21_sdl_in_fol_folder(full_root: Path) -> None:
+    trials = find_trials(full_root)
+    assert len(trials) == 612
+    assert loso_subjects(trials) == ACTIVITY_SUBJECTS
+    assert sorted({t.subject for t in trials} - set(ACTIVITY_SUBJECTS)) == FALLS_ONLY
+    sdl21 = [t for t in trials if t.subject == 21 and t.code == "SDL"]
+    assert [t.file for t in sdl21] == [f"sub21/FALLS/FOL/SDL_*_21_{k}.txt" for k in (1, 2, 3)]
+    assert all(t.code == "FOL" for t in trials if t.subject == 21 and "SDL" not in t.file
+               and "/FOL/" in t.file)
+
+
+def test_fold_subjects_cover_every_activity_subject_once() -> None:
+    subjects = sorted(ACTIVITY_SUBJECTS + FALLS_ONLY)
+    tests, vals = [], []
+    for fold in range(9):
+        groups = fold_subjects(subjects, ACTIVITY_SUBJECTS, fold)
+        assert set(FALLS_ONLY) <= set(groups["train"])
+        assert sorted(groups["train"] + groups["val"] + groups["test"]) == subjects
+        assert set(groups["val"]) <= set(ACTIVITY_SUBJECTS)
+        tests += groups["test"]
+        vals += groups["val"]
+    assert tests == ACTIVITY_SUBJECTS and sorted(vals) == ACTIVITY_SUBJECTS
+    assert fold_subjects(subjects, ACTIVITY_SUBJECTS, 8, val_subjects=2)["val"] == [2, 3]
+    with pytest.raises(ValueError, match=r"fold must be in 0\.\.8 .*\[2, 3, 4"):
+        fold_subjects(subjects, ACTIVITY_SUBJECTS, 9)
+    with pytest.raises(ValueError, match=r"val_subjects must be in 1\.\.8"):
+        fold_subjects(subjects, ACTIVITY_SUBJECTS, 0, val_subjects=9)
+
+
+def test_full_loso_fold_loads_subject_disjoint_splits(full_root: Path, data_dir: Path) -> None:
+    ds = load(full=True, fold=8, verbose=False)  # the copy under MMKERAS_DATA_DIR
+    assert Path(ds.info["root"]) == full_root
+    assert ds.info["fold"] == 8 and ds.info["trials"]["loaded"] == 612
+    subjects = {s: set(a["subject"].tolist()) for s, a in ds.splits.items()}
+    assert subjects == {"train": set(ACTIVITY_SUBJECTS[1:-1] + FALLS_ONLY), "val": {2},
+                        "test": {11}}
+    for name, arrays in ds.splits.items():
+        assert set(np.unique(arrays["label"])) == set(range(11)), name
+    train = ds.splits["train"]
+    sdl21 = (train["subject"] == 21) & (train["label"] == CLASSES.index("SDL"))
+    assert sdl21.sum() > 0
+    assert set(train["file"][sdl21]) == {f"sub21/FALLS/FOL/SDL_*_21_{k}.txt"
+                                                 for k in (1, 2, 3)}
+    again = load(root=full_root, fold=8, verbose=False)  # parsed trials reused, same windows
+    for name in ds.splits:
+        np.testing.assert_array_equal(again.splits[name]["acc"], ds.splits[name]["acc"])
+    with pytest.raises(ValueError, match="leave test_subject and val_subject unset"):
+        load(root=full_root, fold=0, test_subject=4)
+
+
+def test_shipped_loso_config_is_valid() -> None:
+    from mmkeras.config import ConfigError, resolve_config
+
+    path = Path(__file__).resolve().parents[1] / "data_pipelines/configs/mobifall_loso.yaml"
+    cfg = resolve_config(path)
+    assert cfg.dataset == "mobifall"
+    assert cfg.dataset_args["full"] is True and cfg.dataset_args["fold"] == 0
+    assert resolve_config(path, ["dataset_args.fold=5"]).dataset_args["fold"] == 5
+    with pytest.raises(ConfigError, match=r"dataset_args\.fold"):
+        resolve_config(path, ["dataset_args.fold=first"])

@@ -97,6 +97,9 @@ def feature_dataset(preprocessor, dataset: MultimodalDataset, split: str, batch:
     shuffling happens after the cache, every epoch.
     """
     targets = {"probabilities": "label", **{t: t for t in (tasks or {}) if t != "label"}}
+    if dataset.streaming:  # from shards with a bounded shuffle buffer; nothing held in memory
+        ds = to_tf_dataset(dataset, split, batch, shuffle=shuffle, seed=seed, targets=targets)
+        return preprocessor.map_dataset(ds).prefetch(tf.data.AUTOTUNE)
     ds = to_tf_dataset(dataset, split, batch, targets=targets)
     ds = preprocessor.map_dataset(ds).unbatch().cache()
     ds = ds.apply(tf.data.experimental.assert_cardinality(dataset.num_examples(split)))
@@ -119,10 +122,12 @@ def write_dataset_card(dataset: MultimodalDataset, run_dir: Path) -> None:
         "modalities": {n: {"kind": s.kind, "shape": list(s.shape), "dtype": s.dtype,
                            "options": s.options} for n, s in dataset.modalities.items()},
     }
-    train_arrays = dataset.splits["train"]
+    ranges = dataset.info.get("ranges")  # a prepared dataset brings them
     for name, spec in dataset.modalities.items():
-        if spec.dtype.startswith("float") and spec.kind != "audio":
-            values = np.asarray(train_arrays[name], np.float64)
+        if ranges is not None and name in ranges:
+            card["modalities"][name]["range"] = ranges[name]
+        elif spec.dtype.startswith("float") and spec.kind != "audio":
+            values = np.asarray(dataset.splits["train"][name], np.float64)
             values = values.reshape(-1, values.shape[-1] if values.ndim > 2 else 1)
             card["modalities"][name]["range"] = {"low": np.nanmin(values, axis=0).tolist(),
                                                  "high": np.nanmax(values, axis=0).tolist()}
@@ -156,7 +161,7 @@ def _optimizer(cfg: Config, replicas: int, steps_per_epoch: int) -> keras.optimi
 def _fit(cfg: Config, dataset: MultimodalDataset, strategy: tf.distribute.Strategy,
          run_dir: Path, chief: bool) -> tuple[keras.Model, dict[str, list[float]]]:
     """The ``training`` stage: preprocessing, models, fit (resumed from ``backup/``)."""
-    state = fit_preprocessing(dataset, "train")
+    state = dataset.info.get("preprocessing") or fit_preprocessing(dataset, "train")
     if chief:
         write_json(run_dir / "preprocessing.json", state)
     replicas = strategy.num_replicas_in_sync
