@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import tensorflow as tf
@@ -57,8 +57,11 @@ class MultimodalDataset:
 
     Each split maps modality names to arrays with one row per example, plus ``"label"`` (int) and
     any metadata columns (e.g. ``"machine_id"``) that pipelines keep for reporting.
+    A ``streaming`` subclass (:class:`mmkeras.data.prepared.PreparedDataset`) reads its
+    splits from disk in ``stream()`` instead.
     """
 
+    streaming: ClassVar[bool] = False
     name: str
     modalities: dict[str, ModalitySpec]
     class_names: list[str]
@@ -98,7 +101,10 @@ def to_tf_dataset(
 
     With ``targets`` (``{output name: split array}``) the label is a dict of those arrays
     instead, e.g. ``{"probabilities": "label", "speed": "speed"}`` for a multi-task model.
+    A streaming dataset gives its own ``stream()`` (shards, bounded shuffle buffer).
     """
+    if dataset.streaming:
+        return dataset.stream(split, batch_size, shuffle=shuffle, seed=seed, targets=targets)
     arrays = dataset.splits[split]
     inputs = {name: arrays[name] for name in dataset.modalities}
     if targets:

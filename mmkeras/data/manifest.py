@@ -91,9 +91,11 @@ __all__ = [
     "Field",
     "ManifestSchema",
     "manifest_dataset",
+    "open_manifest",
     "read_manifest",
     "read_stream",
     "read_stream_window",
+    "validate_row",
 ]
 
 KINDS = ("audio", "image", "stream", "text", "numeric", "label")
@@ -235,6 +237,35 @@ def read_manifest(
         print(q.summary())
     """
     path = Path(path)
+    table, fields = open_manifest(path, schema)
+    quarantine = Quarantine(strict=strict)
+    rows: dict[int, dict[str, Any]] = {}
+    for n, row in zip(table.index, table.to_dict("records"), strict=True):
+        values, bad = validate_row(path, n, row, fields)
+        if bad is not None:
+            quarantine.add(*bad)
+        else:
+            rows[n] = values
+    out = table.loc[list(rows)].copy()
+    for name, f in fields.items():
+        for c in f.columns(name):
+            is_float = f.kind == "numeric" or (f.kind == "label" and f.classes is None)
+            is_float = is_float or (f.kind == "stream" and c != f"{name}_path")
+            values = [rows[n][c] for n in rows]
+            out[c] = pd.Series(values, index=out.index, dtype="float64" if is_float else object)
+    return out, quarantine
+
+
+def open_manifest(
+    path: str | os.PathLike, schema: ManifestSchema
+) -> tuple[pd.DataFrame, dict[str, Field]]:
+    """Read a manifest table and check its columns -> (table as read, the fields it has).
+
+    Raises:
+        ValueError: unknown extension, unreadable table, required columns missing (named), or
+            an optional field with only some of its columns.
+    """
+    path = Path(path)
     table = _read_table(path)
     missing = [
         c for name, f in schema.fields.items() if f.required for c in f.columns(name)
@@ -248,24 +279,26 @@ def read_manifest(
         have = [c in table.columns for c in f.columns(name)]
         if any(have) and not all(have):
             raise ValueError(f"{path}: optional field {name!r} needs all of {f.columns(name)}")
-    fields = {n: f for n, f in schema.fields.items() if f.columns(n)[0] in table.columns}
+    return table, {n: f for n, f in schema.fields.items() if f.columns(n)[0] in table.columns}
+
+
+def validate_row(
+    path: str | os.PathLike, n: int, row: Mapping[str, Any], fields: Mapping[str, Field]
+) -> tuple[dict[str, Any] | None, tuple[str, str] | None]:
+    """Check row ``n`` of manifest ``path`` -> ``(normalised values, None)`` or ``(None, (record,
+    reason))``, exactly as :func:`read_manifest` reports it (``fields``: :func:`open_manifest`).
+
+    Example:
+        table, fields = open_manifest("train.csv", schema)
+        values, bad = validate_row("train.csv", 0, table.iloc[0].to_dict(), fields)
+    """
+    path = Path(path)
     base = Path(os.path.abspath(path)).parent
-    quarantine = Quarantine(strict=strict)
-    rows: dict[int, dict[str, Any]] = {}
-    for n, row in zip(table.index, table.to_dict("records"), strict=True):
-        try:
-            rows[n] = {c: v for name, f in fields.items() for c, v in _check(name, f, row, base)}
-        except _BadRow as bad:
-            where = f" ({bad.file})" if bad.file else ""
-            quarantine.add(f"{path}:row {n}{where}", bad.reason)
-    out = table.loc[list(rows)].copy()
-    for name, f in fields.items():
-        for c in f.columns(name):
-            is_float = f.kind == "numeric" or (f.kind == "label" and f.classes is None)
-            is_float = is_float or (f.kind == "stream" and c != f"{name}_path")
-            values = [rows[n][c] for n in rows]
-            out[c] = pd.Series(values, index=out.index, dtype="float64" if is_float else object)
-    return out, quarantine
+    try:
+        return {c: v for name, f in fields.items() for c, v in _check(name, f, row, base)}, None
+    except _BadRow as bad:
+        where = f" ({bad.file})" if bad.file else ""
+        return None, (f"{path}:row {n}{where}", bad.reason)
 
 
 def manifest_dataset(

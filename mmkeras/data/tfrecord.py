@@ -43,7 +43,10 @@ from tqdm import tqdm
 
 from mmkeras.data.download import sha256_file
 
-__all__ = ["SCHEMA_FILE", "read_tfrecords", "write_tfrecords"]
+__all__ = [
+    "SCHEMA_FILE", "read_tfrecords", "serialize_example", "shard_name", "write_schema",
+    "write_tfrecords",
+]
 
 SCHEMA_FILE = "schema.json"
 FORMAT = "mmkeras-tfrecord"
@@ -106,7 +109,7 @@ def write_tfrecords(
     shards = []
     with tqdm(total=n, unit="ex", desc=f"writing {out_dir.name}", disable=not progress) as bar:
         for shard in range(num_shards):
-            path = out_dir / f"part-{shard:05d}-of-{num_shards:05d}{_SUFFIXES[compression]}"
+            path = out_dir / shard_name(shard, num_shards, compression)
             rows = range(shard, n, num_shards)
             with tf.io.TFRecordWriter(str(path), options) as writer:
                 for i in rows:
@@ -118,18 +121,58 @@ def write_tfrecords(
                 "num_bytes": path.stat().st_size,
                 "sha256": sha256_file(path),
             })
+    write_schema(out_dir, features, compression, shards)
+    return out_dir
+
+
+def shard_name(shard: int, num_shards: int, compression: str = "GZIP") -> str:
+    """File name of shard ``shard`` of ``num_shards``: ``part-00000-of-00004.tfrecord.gz``."""
+    return f"part-{shard:05d}-of-{num_shards:05d}{_SUFFIXES[compression]}"
+
+
+def write_schema(
+    out_dir: str | os.PathLike,
+    features: dict[str, dict[str, Any]],
+    compression: str,
+    shards: list[dict[str, Any]],
+) -> Path:
+    """Write ``schema.json`` (last, atomically) for shards written elsewhere, e.g. by Beam.
+
+    ``features``: name -> ``{"dtype", "shape"}``; ``shards``: ``{"file", "num_examples",
+    "num_bytes", "sha256"}`` each, in shard order. Returns the schema path.
+    """
+    out_dir = Path(out_dir)
     schema = {
         "format": FORMAT,
         "version": 1,
         "compression": compression,
-        "num_examples": n,
+        "num_examples": sum(s["num_examples"] for s in shards),
         "features": features,
         "shards": shards,
     }
     tmp = out_dir / f".{SCHEMA_FILE}.tmp"
     tmp.write_text(json.dumps(schema, indent=2) + "\n")
     tmp.replace(out_dir / SCHEMA_FILE)
-    return out_dir
+    return out_dir / SCHEMA_FILE
+
+
+def serialize_example(row: dict[str, Any], features: dict[str, dict[str, Any]]) -> bytes:
+    """One example (feature -> value of the schema's per-example shape) as the shards store it.
+
+    Example:
+        >>> spec = {"x": {"dtype": "float32", "shape": [2]}, "s": {"dtype": "string", "shape": []}}
+        >>> len(serialize_example({"x": np.zeros(2, "float32"), "s": "a"}, spec)) > 0
+        True
+    """
+    arrays = {}
+    for name, f in features.items():
+        dtype = object if _is_text(f) else np.dtype(f["dtype"]).newbyteorder("<")
+        value = np.asarray(row[name], dtype=dtype)
+        if list(value.shape) != list(f["shape"]):
+            raise ValueError(f"feature {name!r}: shape {list(value.shape)}, the schema says "
+                             f"{f['shape']}")
+        arrays[name] = value[None]
+    return _example(arrays, features, 0)
 
 
 def read_tfrecords(

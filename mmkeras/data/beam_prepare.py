@@ -1,0 +1,541 @@
+"""Manifest to prepared shards on Apache Beam: validate, align, window, split, write, fit.
+
+:func:`prepare` runs one Beam pipeline (any runner: the options are Beam's own, see
+``python -m mmkeras.prepare --help``):
+
+1. the manifest's rows (``(row number, cells)``; the table is read by the launcher with
+   :func:`mmkeras.data.manifest.open_manifest`) are validated one by one with
+   :func:`mmkeras.data.manifest.validate_row`, so a bad row goes to the quarantine side output
+   with exactly the record and reason :func:`~mmkeras.data.manifest.read_manifest` gives;
+2. each good row becomes one example, or, with a windowed schema, its streams are aligned
+   onto the timeline and cut into windows (:mod:`mmkeras.data.align`,
+   :mod:`mmkeras.data.windowing`, :mod:`mmkeras.data.impute`);
+3. the row's group value picks its split (:meth:`PrepareSchema.split_of`: by hash, never by
+   window);
+4. each split is written as sharded, checksummed TFRecords in the
+   :mod:`mmkeras.data.tfrecord` format: an example goes to the shard its key hashes to, and a
+   shard holds its examples sorted by key (row, window), so the files are the same on every
+   run and runner;
+5. the training split alone feeds :class:`PreprocessingStats`, a Beam ``CombineFn`` of the
+   mergeable :class:`~mmkeras.data.standardize.RunningStats` (after the modality's fixed
+   front end, e.g. the log-mel spectrogram) and of token counts (top-k vocabulary), written
+   as the same preprocessing state :func:`mmkeras.data.preprocessing.fit_preprocessing` gives.
+
+Output folder::
+
+    train/ val/ test/      schema.json + part-SSSSS-of-NNNNN.tfrecord.gz (read_tfrecords)
+    preprocessing.json     the fitted state (modality -> standardizer / vocabulary)
+    quarantine.csv         record,reason of every bad row (the manifest reader's report)
+    dataset.json           name, class names, modality specs, counts, training ranges;
+                           written last: its presence marks a complete preparation
+
+Each stored example holds the modalities' raw inputs (the dtype and shape of their
+:class:`~mmkeras.data.dataset.ModalitySpec`), ``<name>_present`` ``[1]`` for optional
+modalities, ``label`` (int32 class index), ``group`` (string), ``row`` (int64 manifest row) and
+``start_s`` (float64 start of the window on the recording's timeline; 0 for row examples).
+
+Files are written through the launcher's and workers' local file system: on a cluster, give
+``--out`` on a file system every worker mounts.
+
+Example:
+    summary = prepare("manifest.csv", "schema.yaml", "prepared/",
+                      ["--runner=DirectRunner", "--direct_num_workers=2",
+                       "--direct_running_mode=multi_processing"])
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import math
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from mmkeras.data.align import align_streams, fixed_rate_grid
+from mmkeras.data.download import sha256_file
+from mmkeras.data.impute import impute
+from mmkeras.data.manifest import _label_key, open_manifest, read_stream, validate_row
+from mmkeras.data.prepare_schema import SPLITS, PrepareSchema, load_schema
+from mmkeras.data.quarantine import EmptyDataError, Quarantine
+from mmkeras.data.tfrecord import serialize_example, shard_name, write_schema
+from mmkeras.data.windowing import sliding_windows, window_starts
+
+__all__ = ["LOCAL_OPTIONS", "PreprocessingStats", "prepare", "stored_features"]
+
+LOCAL_OPTIONS = ["--runner=DirectRunner", "--direct_num_workers=2",
+                 "--direct_running_mode=multi_processing"]
+"""The default pipeline options: DirectRunner with two worker processes."""
+COMPRESSION = "GZIP"
+_BATCH = 64  # examples per batch of a modality's fixed front end in the statistics
+
+
+def stored_features(schema: PrepareSchema) -> dict[str, dict[str, Any]]:
+    """The shards' features (name -> ``{"dtype", "shape"}``), as in ``schema.json``."""
+    features: dict[str, dict[str, Any]] = {}
+    for name, spec in schema.modality_specs().items():
+        features[name] = {"dtype": spec.dtype, "shape": list(spec.shape)}
+        if not schema.modalities[name].required:
+            features[f"{name}_present"] = {"dtype": "float32", "shape": [1]}
+    features["label"] = {"dtype": "int32", "shape": []}
+    features["group"] = {"dtype": "string", "shape": []}
+    features["row"] = {"dtype": "int64", "shape": []}
+    features["start_s"] = {"dtype": "float64", "shape": []}
+    return features
+
+
+# ------------------------------------------------------------------------------ reading rows
+class _RowError(Exception):
+    def __init__(self, reason: str, file: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason, self.file = reason, file
+
+
+class ReadRow(beam.DoFn):
+    """``(row number, cells)`` -> ``(split, key, example)`` examples; bad rows -> ``quarantine``
+    ``(row number, record, reason)``."""
+
+    QUARANTINE = "quarantine"
+
+    def __init__(self, schema: PrepareSchema, manifest: str) -> None:
+        self.schema, self.manifest = schema, manifest
+
+    def setup(self) -> None:
+        self.fields = {n: f for n, f in self.schema.manifest_schema().fields.items()}
+        self.base = Path(os.path.abspath(self.manifest)).parent
+
+    def process(self, element: tuple[int, dict[str, Any]]) -> Iterator[Any]:
+        n, row = element
+        fields = {k: f for k, f in self.fields.items() if f.columns(k)[0] in row}
+        values, bad = validate_row(self.manifest, n, row, fields)
+        group = row.get(self.schema.split.column)
+        if bad is None and _empty(group):
+            bad = (f"{self.manifest}:row {n}",
+                   f"missing value: group column {self.schema.split.column!r} is empty")
+        if bad is None:
+            try:
+                examples = list(self._examples(n, row, values))
+            except _RowError as err:
+                where = f" ({err.file})" if err.file else ""
+                bad = (f"{self.manifest}:row {n}{where}", err.reason)
+        if bad is not None:
+            yield beam.pvalue.TaggedOutput(self.QUARANTINE, (n, *bad))
+            return
+        group = str(_label_key(group))
+        split = self.schema.split_of(group)
+        for i, example in enumerate(examples):
+            example.update(group=group, row=np.int64(n))
+            yield split, f"{n:012d}/{i:06d}", example
+
+    def _examples(self, n: int, row: dict[str, Any], values: dict[str, Any]
+                  ) -> Iterator[dict[str, Any]]:
+        schema = self.schema
+        common: dict[str, Any] = {}
+        for name, m in schema.modalities.items():
+            if name in schema.streams():
+                continue
+            common.update(_row_modality(name, m, schema.shape(name), values))
+        label = values[schema.label.column]
+        classes = [_label_key(c) for c in schema.label.classes]
+        common["label"] = np.int32(classes.index(_label_key(label)))
+        if not schema.streams():
+            yield {**common, "start_s": np.float64(0.0)}
+            return
+        for window in self._windows(row):
+            yield {**common, **window}
+
+    def _windows(self, row: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Align a recording's streams onto the timeline and cut its windows."""
+        schema = self.schema
+        integer = schema.timeline.time_unit == "ns"
+        streams, absent = {}, []
+        for name in schema.streams():
+            m = schema.modalities[name]
+            cell = row.get(f"{name}_path")
+            if _empty(cell):
+                if m.required:
+                    raise _RowError(f"missing value: column '{name}_path' is empty")
+                absent.append(name)
+                continue
+            file = os.path.join(self.base, str(cell))
+            if not os.path.isfile(file):
+                raise _RowError(f"missing file: {name}_path does not exist", file)
+            try:
+                t, x = read_stream(file)
+            except OSError as err:
+                raise _RowError(f"unreadable file: {err.strerror or err}", file) from err
+            except ValueError as err:
+                raise _RowError(str(err).removeprefix(f"{file}: "), file) from err
+            if x.shape[1] != m.channels:
+                raise _RowError(f"bad stream: {x.shape[1]} value column(s), expected "
+                                f"{m.channels}", file)
+            if integer:
+                t = np.rint(t).astype(np.int64)
+            streams[name] = (t, x)
+        if not streams:
+            raise _RowError(f"no stream: every stream of {schema.streams()} is absent")
+        start = max(t.min() for t, _ in streams.values())
+        stop = min(t.max() for t, _ in streams.values())
+        if stop <= start:
+            raise _RowError(f"no common time span: the streams do not overlap (start {start} "
+                            f">= end {stop})")
+        rate = schema.timeline.rate_hz
+        end = int(stop) + 1 if integer else float(np.nextafter(stop, np.inf))
+        grid = fixed_rate_grid(int(start) if integer else float(start), end, rate)
+        methods = {}
+        for name in streams:
+            a = schema.modalities[name].align
+            tol = a.tolerance
+            if tol is not None and integer:
+                tol = round(tol * 1e9)
+            kwargs = {"method": a.method, "duplicates": "mean"}
+            if tol is not None:
+                kwargs["tolerance"] = tol
+            methods[name] = kwargs
+        aligned = align_streams(streams, grid, methods)
+        length, hop = schema.steps("length_s"), schema.steps("hop_s")
+        starts = window_starts(grid.size, length, hop)
+        if starts.size == 0:
+            return
+        presence = {s: sliding_windows(a.mask, length, hop).mean(axis=1)
+                    for s, a in aligned.items()}
+        keep = np.min(np.stack(list(presence.values())), axis=0) >= schema.window.min_presence
+        windows = {}
+        for name, a in aligned.items():
+            filled, _ = impute(a.values, a.mask, strategy=schema.modalities[name].impute)
+            windows[name] = sliding_windows(filled.astype(np.float32), length, hop)
+        for i in np.flatnonzero(keep):
+            out: dict[str, Any] = {"start_s": np.float64(starts[i] / rate)}
+            for name in schema.streams():
+                m = schema.modalities[name]
+                if name in absent:
+                    out[name] = np.zeros((length, m.channels), np.float32)
+                else:
+                    out[name] = np.ascontiguousarray(windows[name][i])
+                if not m.required:
+                    out[f"{name}_present"] = np.float32([name not in absent])
+            yield out
+
+
+def _row_modality(name: str, m: Any, shape: tuple[int, ...], values: dict[str, Any]
+                  ) -> dict[str, Any]:
+    """The raw input of one per-row modality from :func:`validate_row`'s values."""
+    from mmkeras.data.audio import read_audio
+    from mmkeras.data.manifest import read_stream_window
+
+    if m.kind == "numeric":
+        cols = [f"{name}_{i}" for i in range(shape[0])] if m.shape else [name]
+        cells = [values.get(c) for c in cols]
+        present = all(c is not None and not _isnan(c) for c in cells)
+        value = np.array([c if present else 0.0 for c in cells], np.float32)
+    else:
+        cell = values.get(name if m.kind == "text" else f"{name}_path")
+        present = not _empty(cell)
+        if m.kind == "text":
+            value = str(cell) if present else ""
+        elif not present:
+            value = np.zeros(shape, np.uint8 if m.kind == "image" else np.float32)
+        elif m.kind == "audio":
+            clip = read_audio(cell)[0][: shape[0]]
+            value = np.zeros(shape, np.float32)
+            value[: clip.size] = clip
+        elif m.kind == "image":
+            import tensorflow as tf
+
+            from mmkeras.data.image import decode_image
+
+            image = decode_image(tf.io.read_file(cell), shape[2])
+            value = tf.image.resize_with_crop_or_pad(image, shape[0], shape[1]).numpy()
+        else:  # a stream window of the row
+            value = read_stream_window(cell, values[f"{name}_start_s"], values[f"{name}_end_s"],
+                                       shape[0])
+    out = {name: value}
+    if not m.required:
+        out[f"{name}_present"] = np.float32([present])
+    return out
+
+
+def _empty(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or (
+        isinstance(value, str) and not value.strip()) or str(value) == "<NA>"
+
+
+def _isnan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+# ------------------------------------------------------------------------------- statistics
+class PreprocessingStats(beam.CombineFn):
+    """Beam combiner of the training split's preprocessing state and input ranges.
+
+    Per modality: a :class:`~mmkeras.data.standardize.RunningStats` of the features after the
+    modality's fixed front end (:func:`~mmkeras.data.preprocessing.fixed_transform`, applied
+    to batches of 64 examples), merged across workers with Chan's parallel update; for text,
+    token counts (lower-cased, punctuation stripped, split on whitespace, as
+    ``TextVectorization``) of which the top ``max_tokens - 2`` form the vocabulary (ties by
+    token, descending, as Keras). The output is ``{"state": fit_preprocessing's state,
+    "ranges": {modality: {"low", "high"}}}`` (per-channel raw minimum and maximum of float
+    non-audio modalities, as the run's ``dataset.json`` records them).
+    """
+
+    def __init__(self, specs: dict[str, dict[str, Any]]) -> None:
+        self.specs = specs
+
+    def create_accumulator(self) -> dict[str, Any]:
+        return {name: {"pending": [], "stats": None, "raw": None, "tokens": collections.Counter()}
+                for name in self.specs}
+
+    def add_input(self, acc: dict[str, Any], example: dict[str, Any]) -> dict[str, Any]:
+        for name, spec in self.specs.items():
+            if spec["kind"] == "text":
+                acc[name]["tokens"].update(_tokens(str(example[name])))
+                continue
+            acc[name]["pending"].append(np.asarray(example[name]))
+            if len(acc[name]["pending"]) >= _BATCH:
+                self._flush(name, acc[name])
+        return acc
+
+    def merge_accumulators(self, accumulators: Any) -> dict[str, Any]:
+        out = self.create_accumulator()
+        for acc in accumulators:
+            for name in self.specs:
+                self._flush(name, acc[name])
+                part, mine = acc[name], out[name]
+                for key in ("stats", "raw"):
+                    if part[key] is not None:
+                        mine[key] = part[key] if mine[key] is None else mine[key].merge(part[key])
+                mine["tokens"].update(part["tokens"])
+        return out
+
+    def compact(self, acc: dict[str, Any]) -> dict[str, Any]:
+        for name in self.specs:
+            self._flush(name, acc[name])
+        return acc
+
+    def extract_output(self, acc: dict[str, Any]) -> dict[str, Any]:
+        from mmkeras.data.preprocessing import TEXT_DEFAULTS
+        from mmkeras.data.standardize import Standardizer
+
+        state, ranges = {}, {}
+        for name, spec in self.specs.items():
+            part = acc[name]
+            if spec["kind"] == "text":
+                options = {**TEXT_DEFAULTS, **spec["options"]}
+                ranked = sorted(part["tokens"].items(), key=lambda kv: (kv[1], kv[0].encode()),
+                                reverse=True)
+                state[name] = {"vocabulary": [t for t, _ in ranked[: options["max_tokens"] - 2]],
+                               "sequence_length": options["sequence_length"]}
+                continue
+            self._flush(name, part)
+            if part["stats"] is None:
+                raise EmptyDataError(f"modality {name!r}: no training examples to fit on")
+            state[name] = {"standardizer": Standardizer.from_stats(part["stats"]).to_dict()}
+            if part["raw"] is not None:
+                ranges[name] = {"low": part["raw"].min.tolist(), "high": part["raw"].max.tolist()}
+        return {"state": state, "ranges": ranges}
+
+    def _flush(self, name: str, part: dict[str, Any]) -> None:
+        if not part["pending"]:
+            return
+        from mmkeras.data.standardize import RunningStats
+
+        spec = self.specs[name]
+        batch = np.stack(part["pending"]).astype(np.float32)
+        part["pending"] = []
+        if spec["dtype"].startswith("float") and spec["kind"] != "audio":
+            raw = batch.reshape(-1, batch.shape[-1] if batch.ndim > 2 else 1)
+            part["raw"] = part["raw"] or RunningStats(0)
+            part["raw"].update(raw)
+        transform = _transform(json.dumps(spec, sort_keys=True))
+        if transform is not None:
+            import keras
+
+            batch = keras.ops.convert_to_numpy(transform(batch))
+        part["stats"] = part["stats"] or RunningStats(0)
+        part["stats"].update(batch)
+
+
+_TRANSFORMS: dict[str, Any] = {}
+
+
+def _transform(spec_json: str) -> Any:
+    """The modality's fixed front end, built once per worker process."""
+    if spec_json not in _TRANSFORMS:
+        from mmkeras.data.preprocessing import fixed_transform
+        from mmkeras.models.preprocessor import spec_from_dict
+
+        _TRANSFORMS[spec_json] = fixed_transform(spec_from_dict(json.loads(spec_json)))
+    return _TRANSFORMS[spec_json]
+
+
+def _tokens(text: str) -> list[str]:
+    """``TextVectorization``'s default standardisation and whitespace split."""
+    import tensorflow as tf
+
+    text = tf.strings.regex_replace(tf.strings.lower(text),
+                                    r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']', "")
+    return [t.decode() for t in tf.strings.split(text).numpy()]
+
+
+# ---------------------------------------------------------------------------------- writing
+class WriteShard(beam.DoFn):
+    """``((split, shard), [(key, serialized example)])`` -> ``(split, shard record)``: one
+    TFRecord shard, its examples sorted by key."""
+
+    def __init__(self, out: str, num_shards: int) -> None:
+        self.out, self.num_shards = out, num_shards
+
+    def process(self, element: tuple[tuple[str, int], Any]) -> Iterator[tuple[str, dict]]:
+        import tensorflow as tf
+
+        (split, shard), items = element
+        folder = Path(self.out) / split
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / shard_name(shard, self.num_shards, COMPRESSION)
+        rows = sorted(items, key=lambda kv: kv[0])
+        with tf.io.TFRecordWriter(str(path), tf.io.TFRecordOptions(COMPRESSION)) as writer:
+            for _, data in rows:
+                writer.write(data)
+        yield split, {"file": path.name, "num_examples": len(rows),
+                      "num_bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def _shard_of(key: str, num_shards: int) -> int:
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % num_shards
+
+
+def _write_split_schema(element: tuple[str, Any], out: str, features: dict) -> str:
+    split, shards = element
+    shards = sorted(shards, key=lambda s: s["file"])
+    write_schema(Path(out) / split, features, COMPRESSION, shards)
+    return split
+
+
+def _write_json(value: Any, path: str) -> None:
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(json.dumps(value, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def _write_quarantine(records: list[tuple[int, str, str]], path: str) -> None:
+    q = Quarantine()
+    for _, record, reason in sorted(records):
+        q.add(record, reason)
+    q.write(path)
+
+
+# --------------------------------------------------------------------------------- pipeline
+def manifest_rows(manifest: str | os.PathLike, schema: PrepareSchema
+                  ) -> list[tuple[int, dict[str, Any]]]:
+    """The manifest's ``(row number, cells)`` after the column checks.
+
+    Raises:
+        ValueError: naming the manifest and the missing columns (schema, stream or group).
+    """
+    table, _ = open_manifest(manifest, schema.manifest_schema())
+    needed = [schema.split.column] + [f"{n}_path" for n in schema.streams()
+                                      if schema.modalities[n].required]
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise ValueError(f"{manifest}: missing required column(s) {missing}; the manifest has "
+                         f"{list(table.columns)}")
+    return list(zip((int(n) for n in table.index), table.to_dict("records"), strict=True))
+
+
+def build(pipeline: beam.Pipeline, manifest: str, schema: PrepareSchema, out: str,
+          num_shards: int) -> None:
+    """Add the preparation's transforms to ``pipeline`` (see the module docstring)."""
+    features = stored_features(schema)
+    specs = {n: {"name": n, "kind": s.kind, "shape": list(s.shape), "dtype": s.dtype,
+                 "options": s.options} for n, s in schema.modality_specs().items()}
+    rows = pipeline | "Rows" >> beam.Create(manifest_rows(manifest, schema), reshuffle=True)
+    read = rows | "Read" >> beam.ParDo(ReadRow(schema, manifest)).with_outputs(
+        ReadRow.QUARANTINE, main="examples")
+    examples = read.examples
+    _ = (read[ReadRow.QUARANTINE]
+         | "AllBad" >> beam.combiners.ToList()
+         | "Quarantine" >> beam.Map(_write_quarantine, os.path.join(out, "quarantine.csv")))
+    _ = (examples
+         | "Serialize" >> beam.Map(lambda e: ((e[0], _shard_of(e[1], num_shards)),
+                                              (e[1], serialize_example(e[2], features))))
+         | "ByShard" >> beam.GroupByKey()
+         | "WriteShards" >> beam.ParDo(WriteShard(out, num_shards))
+         | "BySplit" >> beam.GroupByKey()
+         | "SplitSchemas" >> beam.Map(_write_split_schema, out, features))
+    _ = (examples
+         | "Train" >> beam.Filter(lambda e: e[0] == "train")
+         | "TrainExamples" >> beam.Map(lambda e: e[2])
+         | "Fit" >> beam.CombineGlobally(PreprocessingStats(specs)).without_defaults()
+         | "Statistics" >> beam.Map(_write_json, os.path.join(out, "statistics.json")))
+
+
+def prepare(
+    manifest: str | os.PathLike,
+    schema: str | os.PathLike | PrepareSchema,
+    out: str | os.PathLike,
+    pipeline_args: Sequence[str] | None = None,
+    num_shards: int = 4,
+) -> dict[str, Any]:
+    """Run the preparation; returns the ``dataset.json`` it wrote (see the module docstring).
+
+    Args:
+        manifest: CSV/Parquet/JSONL manifest (relative paths are relative to its folder).
+        schema: a schema YAML path or a :class:`PrepareSchema`.
+        out: a new or empty folder.
+        pipeline_args: Beam pipeline options (``--runner=...`` and the runner's own);
+            default :data:`LOCAL_OPTIONS`.
+        num_shards: shards per split (a split with fewer examples gets fewer).
+
+    Raises:
+        SchemaError, ValueError: a bad schema or manifest (before the pipeline starts).
+        FileExistsError: ``out`` is not empty.
+        EmptyDataError: a split has no examples (the quarantine report is still written).
+    """
+    schema = schema if isinstance(schema, PrepareSchema) else load_schema(schema)
+    if num_shards < 1:
+        raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty; prepare into a new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = str(Path(manifest))
+    options = PipelineOptions(list(LOCAL_OPTIONS if pipeline_args is None else pipeline_args))
+    with beam.Pipeline(options=options) as pipeline:
+        build(pipeline, manifest, schema, str(out.resolve()), num_shards)
+    quarantine = out / "quarantine.csv"
+    bad = sum(1 for _ in quarantine.open()) - 1 if quarantine.is_file() else 0
+    counts = {}
+    for split in SPLITS:
+        schema_file = out / split / "schema.json"
+        counts[split] = json.loads(schema_file.read_text())["num_examples"] if (
+            schema_file.is_file()) else 0
+    empty = [s for s in SPLITS if not counts[s]]
+    if empty:
+        raise EmptyDataError(f"{manifest}: split {empty[0]!r} has no examples ({bad} bad "
+                             f"row(s) skipped, see {quarantine}): check split.fractions and "
+                             "split.assign in the schema, and the manifest")
+    stats = json.loads((out / "statistics.json").read_text())
+    _write_json(stats["state"], str(out / "preprocessing.json"))
+    (out / "statistics.json").unlink()
+    card = {
+        "format": "mmkeras-prepared",
+        "version": 1,
+        "name": schema.name,
+        "class_names": schema.class_names(),
+        "modalities": {n: {"kind": s.kind, "shape": list(s.shape), "dtype": s.dtype,
+                           "options": s.options} for n, s in schema.modality_specs().items()},
+        "optional": [n for n, m in schema.modalities.items() if not m.required],
+        "num_examples": counts,
+        "bad_rows": bad,
+        "ranges": stats["ranges"],
+        "manifest": os.path.abspath(manifest),
+        "schema": schema.model_dump(mode="json"),
+    }
+    _write_json(card, str(out / "dataset.json"))
+    return card

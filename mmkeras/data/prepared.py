@@ -1,0 +1,167 @@
+"""Streaming training data from a prepared folder (``python -m mmkeras.prepare``'s output).
+
+:class:`PreparedDataset` is a :class:`~mmkeras.data.dataset.MultimodalDataset` whose splits
+stay on disk: :meth:`PreparedDataset.stream` reads a split's TFRecord shards with a parallel
+``interleave`` (:func:`~mmkeras.data.tfrecord.read_tfrecords`), shuffles with a bounded
+buffer (``shuffle_buffer`` examples, shard order reshuffled every epoch) and batches; nothing
+is cached, so memory does not grow with the dataset. The trainer takes the preprocessing
+state fitted by the preparation (``info["preprocessing"]``) and the training ranges
+(``info["ranges"]``) instead of refitting. ``splits[name]`` still gives a split as in-memory
+arrays, read on first lookup: the evaluation after training reads the test split that way.
+
+Example:
+    ds = PreparedDataset("prepared/")
+    batches = ds.stream("train", batch_size=64, shuffle=True)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import tensorflow as tf
+
+from mmkeras.data.dataset import ModalitySpec, MultimodalDataset
+from mmkeras.data.quarantine import DataError, Quarantine
+from mmkeras.data.tfrecord import read_tfrecords
+
+__all__ = ["PreparedDataset"]
+
+CARD = "dataset.json"
+
+
+class _LazySplit(Mapping):
+    """One split's arrays by feature name; the keys come from the shards' schema, the arrays
+    are read (all features at once) on the first lookup and kept."""
+
+    def __init__(self, dataset: PreparedDataset, split: str) -> None:
+        self._dataset, self._split = dataset, split
+        schema = json.loads((dataset.path / split / "schema.json").read_text())
+        self._keys = list(schema["features"])
+        self._arrays: dict[str, np.ndarray] | None = None
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self._keys:
+            raise KeyError(key)
+        if self._arrays is None:
+            parts: dict[str, list[np.ndarray]] = {}
+            for batch in self._dataset.records(self._split).batch(4096).as_numpy_iterator():
+                for name, value in batch.items():
+                    parts.setdefault(name, []).append(value)
+            arrays = {k: np.concatenate(v) for k, v in parts.items()}
+            self._arrays = {k: v.astype(str) if v.dtype == object else v
+                            for k, v in arrays.items()}
+        return self._arrays[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+class PreparedDataset(MultimodalDataset):
+    """A prepared folder as a streaming dataset (see the module docstring).
+
+    Args:
+        path: the folder ``python -m mmkeras.prepare`` wrote (with ``dataset.json``).
+        shuffle_buffer: examples in the training shuffle buffer (bounds memory).
+        verify: check every shard's sha256 once, when its split is first read.
+        names: keep only these modalities (None: all).
+    """
+
+    streaming: ClassVar[bool] = True
+
+    def __init__(self, path: str | os.PathLike, shuffle_buffer: int = 1024,
+                 verify: bool = True, names: list[str] | None = None) -> None:
+        self.path = Path(path)
+        card_file = self.path / CARD
+        if not card_file.is_file():
+            raise DataError(f"{card_file} not found: {self.path} is not a prepared folder, or "
+                            "its preparation did not finish (run python -m mmkeras.prepare)")
+        card = json.loads(card_file.read_text())
+        if card.get("format") != "mmkeras-prepared" or card.get("version") != 1:
+            raise DataError(f"{card_file}: not an mmkeras-prepared v1 folder")
+        if shuffle_buffer < 1:
+            raise ValueError(f"shuffle_buffer must be >= 1, got {shuffle_buffer}")
+        specs = {n: ModalitySpec(n, m["kind"], tuple(m["shape"]), m["dtype"], m["options"])
+                 for n, m in card["modalities"].items()}
+        if names is not None:
+            unknown = [n for n in names if n not in specs]
+            if unknown:
+                raise ValueError(f"dataset {card['name']!r} has no modality {unknown}; "
+                                 f"available: {list(specs)}")
+            specs = {n: specs[n] for n in names}
+        self.card, self.counts = card, dict(card["num_examples"])
+        self.shuffle_buffer, self.verify = shuffle_buffer, verify
+        self._verified: set[str] = set()
+        state = json.loads((self.path / "preprocessing.json").read_text())
+        quarantine = Quarantine()
+        report = self.path / "quarantine.csv"
+        if report.is_file():
+            import csv
+
+            with report.open(newline="") as f:
+                for row in csv.DictReader(f):
+                    quarantine.add(row["record"], row["reason"])
+        info = {
+            "path": str(self.path),
+            "preprocessing": {n: state[n] for n in specs},
+            "ranges": {n: r for n, r in card.get("ranges", {}).items() if n in specs},
+            "quarantine": quarantine,
+        }
+        splits = {split: _LazySplit(self, split) for split in self.counts}
+        super().__init__(card["name"], specs, list(card["class_names"]), splits, info)
+
+    def select(self, names: list[str] | None) -> PreparedDataset:
+        """Keep only the named modalities (all when ``names`` is None)."""
+        if names is None:
+            return self
+        return PreparedDataset(self.path, self.shuffle_buffer, self.verify, names)
+
+    def num_examples(self, split: str) -> int:
+        return int(self.counts[split])
+
+    def records(self, split: str, shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
+        """One split's stored examples, unbatched (``{feature: tensor}``)."""
+        if split not in self.counts:
+            raise ValueError(f"unknown split {split!r}; available: {list(self.counts)}")
+        verify = self.verify and split not in self._verified
+        ds = read_tfrecords(self.path / split, shuffle_files=shuffle, seed=seed,
+                            deterministic=not shuffle, verify=verify)
+        self._verified.add(split)
+        return ds
+
+    def stream(self, split: str, batch_size: int, shuffle: bool = False, seed: int = 0,
+               targets: dict[str, str] | None = None) -> tf.data.Dataset:
+        """``(inputs, label)`` batches read from the shards, as ``to_tf_dataset`` gives them.
+
+        ``inputs`` holds every modality and, for optional ones, ``<name>_present``; with
+        ``targets`` (``{output: stored feature}``) the label is a dict of those features.
+        """
+        names = list(self.modalities)
+        present = [f"{n}_present" for n in names if n in self.card.get("optional", [])]
+        if targets:
+            stored = {*self.card["modalities"], "label", "row", "start_s"}
+            missing = sorted(set(targets.values()) - stored)
+            if missing:
+                raise ValueError(f"split {split!r} has no target arrays {missing}; "
+                                 f"available: {sorted(stored)}")
+
+        def pair(example: dict[str, tf.Tensor]) -> tuple[dict[str, tf.Tensor], Any]:
+            inputs = {k: example[k] for k in [*names, *present]}
+            if not targets:
+                return inputs, tf.cast(example["label"], tf.int32)
+            return inputs, {out: tf.cast(example[col], tf.int32 if col == "label" else
+                                         tf.float32) for out, col in targets.items()}
+
+        ds = self.records(split, shuffle=shuffle, seed=seed)
+        if shuffle:
+            ds = ds.shuffle(min(self.shuffle_buffer, self.num_examples(split)), seed=seed,
+                            reshuffle_each_iteration=True)
+        ds = ds.map(pair, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
+        return ds.prefetch(tf.data.AUTOTUNE)
