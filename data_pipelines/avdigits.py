@@ -307,7 +307,8 @@ def _image_standardizer(pairs: dict[str, list[Pair]], images: np.ndarray) -> Sta
 
 # ------------------------------------------------------------------------------------- load
 def load(
-    strict: bool = False, clip_samples: int = 8000, n_mels: int = 40, augment: bool = False
+    strict: bool = False, clip_samples: int = 8000, n_mels: int = 40, augment: bool = False,
+    top_db: float | None = None,
 ) -> MultimodalDataset:
     """Build the paired dataset (all 3000 clips decoded in memory, ~100 MB; ~1 s).
 
@@ -317,6 +318,8 @@ def load(
         clip_samples: waveform length (zero-padded at the end / cropped keeping the start).
         n_mels: mel bands of the model's in-graph log-mel front end (``audio`` options).
         augment: random shifts/rotations of the images during training (see module docs).
+        top_db: floor of the model's log-mel front end, in dB below each clip's peak (None:
+            the front end's default, 80 dB).
 
     Example:
         >>> ds = load()                                       # doctest: +SKIP
@@ -363,7 +366,7 @@ def load(
             "mnist_index": index,
         }
     audio_options = {"sample_rate": SAMPLE_RATE, "n_fft": N_FFT, "hop_length": HOP_LENGTH,
-                     "n_mels": n_mels}
+                     "n_mels": n_mels, **({} if top_db is None else {"top_db": top_db})}
     image_options = {"augment": {"translation": 0.1, "rotation": 0.05}} if augment else {}
     modalities = {
         "audio": ModalitySpec("audio", "audio", (clip_samples,), options=audio_options),

@@ -107,6 +107,7 @@ class Config(BaseModel):
     fusion: Spec = DEFAULT_FUSION
     encoders: dict[str, Spec] = Field(default_factory=dict)
     tasks: dict[str, TaskConfig] | None = None
+    augment: dict[str, Any] = Field(default_factory=dict)
     representation_penalty: NonNegativeFloat = 0.0
     embed_dim: PositiveInt = 64
     dropout: Fraction = 0.3
@@ -161,6 +162,13 @@ class Config(BaseModel):
         for modality, spec in value.items():
             _check_spec(spec, "encoder", f"encoders.{modality}")
         return value
+
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _augment_settings(cls, value: Any) -> Any:
+        from mmkeras.data.augment import check_settings
+
+        return check_settings(value)
 
     @model_validator(mode="after")
     def _dataset_args_match_load(self) -> Config:

@@ -42,6 +42,7 @@ from mmkeras.config import Config
 from mmkeras.data.dataset import MultimodalDataset, to_tf_dataset
 from mmkeras.data.preprocessing import fit_preprocessing
 from mmkeras.models import build_models, end_to_end
+from mmkeras.models.preprocessor import add_step_masks, dataset_step_masks
 from mmkeras.training.callbacks import (
     EpochScalars,
     EpochStats,
@@ -89,18 +90,29 @@ def _batched_predict(model: keras.Model, dataset: MultimodalDataset, split: str,
 
 
 def feature_dataset(preprocessor, dataset: MultimodalDataset, split: str, batch: int,
-                    tasks: dict | None, shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
+                    tasks: dict | None, shuffle: bool = False, seed: int = 0,
+                    augment: dict | None = None) -> tf.data.Dataset:
     """Preprocessed ``(features, {output: target})`` batches for the task model.
 
     The main label feeds ``probabilities``; each extra task reads the split's array of its name.
     The preprocessing is deterministic, so it runs once and its output is cached in memory;
-    shuffling happens after the cache, every epoch.
+    shuffling happens after the cache, every epoch. ``augment`` (the config's settings) acts on
+    the ``train`` split only: raw inputs are cached instead, and every epoch's batches are
+    augmented, preprocessed and augmented again (:mod:`mmkeras.data.augment`).
     """
     targets = {"probabilities": "label", **{t: t for t in (tasks or {}) if t != "label"}}
     if dataset.streaming:  # from shards with a bounded shuffle buffer; nothing held in memory
         ds = to_tf_dataset(dataset, split, batch, shuffle=shuffle, seed=seed, targets=targets)
         return preprocessor.map_dataset(ds).prefetch(tf.data.AUTOTUNE)
     ds = to_tf_dataset(dataset, split, batch, targets=targets)
+    ds = add_step_masks(ds, dataset, split, preprocessor.step_masks, batch)
+    if augment and split == "train":
+        from mmkeras.data.augment import augmented_features
+
+        kinds = {n: s.kind for n, s in dataset.modalities.items()}
+        ds = augmented_features(ds, preprocessor, augment, kinds, dataset.num_examples(split),
+                                batch, shuffle=shuffle, seed=seed)
+        return ds.prefetch(tf.data.AUTOTUNE)
     ds = preprocessor.map_dataset(ds).unbatch().cache()
     ds = ds.apply(tf.data.experimental.assert_cardinality(dataset.num_examples(split)))
     if shuffle:
@@ -174,6 +186,7 @@ def _fit(cfg: Config, dataset: MultimodalDataset, strategy: tf.distribute.Strate
             encoders=plain["encoders"], fusion=plain["fusion"], embed_dim=cfg.embed_dim,
             dropout=cfg.dropout, modality_dropout=cfg.modality_dropout, tasks=plain["tasks"],
             representation_penalty=cfg.representation_penalty, seed=cfg.seed,
+            step_masks=dataset_step_masks(dataset),
         )
         losses, loss_weights = task.losses_and_weights()
         trainee = task.training_model()
@@ -194,8 +207,9 @@ def _fit(cfg: Config, dataset: MultimodalDataset, strategy: tf.distribute.Strate
         callbacks.append(EpochScalars(run_dir / "tensorboard"))
     callbacks += [early, backup] if early else [backup]
     train_ds = feature_dataset(preprocessor, dataset, "train", global_batch, plain["tasks"],
-                               shuffle=True, seed=cfg.seed)
-    val_ds = feature_dataset(preprocessor, dataset, "val", global_batch, plain["tasks"])
+                               shuffle=True, seed=cfg.seed, augment=cfg.augment)
+    val_ds = feature_dataset(preprocessor, dataset, "val", global_batch, plain["tasks"],
+                             augment=cfg.augment)
     if cfg.strategy == "multi_worker":  # Keras 3.15 fit fails there (keras-team/keras#20585)
         from mmkeras.training.loop import fit_custom
 
