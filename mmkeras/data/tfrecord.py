@@ -300,7 +300,8 @@ def _example(arrays: dict[str, np.ndarray], features: dict[str, Any], i: int) ->
         else:
             values = [array[i].tobytes()]
         out[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
-    return tf.train.Example(features=tf.train.Features(feature=out)).SerializeToString()
+    example = tf.train.Example(features=tf.train.Features(feature=out))
+    return example.SerializeToString(deterministic=True)  # map order fixed: same bytes
 
 
 def _load_schema(out_dir: Path) -> dict[str, Any]:

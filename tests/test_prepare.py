@@ -1,0 +1,308 @@
+"""``python -m mmkeras.prepare`` (Apache Beam) against the in-memory path, and training from it.
+
+Real data: avdigits' FSDD WAVs with its MNIST images written out as PNGs, and MobiFall trials
+written as stream files; each is prepared on the DirectRunner and compared example by example
+and statistic by statistic with the in-memory dataset and ``fit_preprocessing``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from mmkeras.data.beam_prepare import LOCAL_OPTIONS, prepare
+from mmkeras.data.dataset import MultimodalDataset
+from mmkeras.data.manifest import read_manifest
+from mmkeras.data.prepare_schema import PrepareSchema, SchemaError, load_schema
+from mmkeras.data.prepared import PreparedDataset
+from mmkeras.data.preprocessing import fit_preprocessing
+from mmkeras.data.quarantine import EmptyDataError
+
+IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory"]
+AV_SCHEMA = {
+    "name": "avdigits_manifest",
+    "modalities": {
+        "audio": {"kind": "audio", "shape": [8000], "sample_rate": 8000,
+                  "options": {"n_fft": 256, "hop_length": 128, "n_mels": 40}},
+        "image": {"kind": "image", "shape": [28, 28, 1]},
+    },
+    "label": {"column": "digit", "classes": list(range(10))},
+    "split": {"column": "speaker", "fractions": {"train": 1.0, "val": 0.0, "test": 0.0},
+              "assign": {"val": ["theo"], "test": ["yweweler"]}},
+}
+MOBIFALL_SCHEMA = """
+name: mobifall_manifest
+modalities:
+  acc: {kind: stream, channels: 3, align: {method: linear, tolerance: 5e-2}}
+  gyro: {kind: stream, channels: 3, align: {method: nearest, tolerance: 5e-3}}
+  ori: {kind: stream, channels: 4, align: {method: nearest, tolerance: 0.005}}
+label: {column: activity, classes: [BSC, CSI, CSO, FKL, FOL, JOG, JUM, SCH, SDL, STN, STU]}
+split:
+  column: subject
+  fractions: {train: 1, val: 0, test: 0}
+  assign: {val: [3], test: [4]}
+timeline: {rate_hz: 200, time_unit: ns}
+window: {length_s: 2.0, hop_s: 1.0, min_presence: 0.8}
+"""
+
+
+def _assert_state_close(prepared: dict, fitted: dict) -> None:
+    assert prepared.keys() == fitted.keys()
+    for name, state in fitted.items():
+        got, want = prepared[name]["standardizer"], state["standardizer"]
+        assert got["method"] == want["method"]
+        np.testing.assert_allclose(got["center"], want["center"], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(got["scale"], want["scale"], rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------ the schema
+def test_schema_errors_name_the_field_and_the_nearest_name(tmp_path: Path) -> None:
+    good = {**AV_SCHEMA, "modalities": {"x": {"kind": "stream", "channels": 3,
+                                               "align": {"method": "linear", "tolerance": "1e-3"}}},
+            "timeline": {"rate_hz": 100}, "window": {"length_s": 1.0, "hop_s": 0.5}}
+    schema = PrepareSchema.model_validate(good)  # "1e-3" (YAML 1.1 reads a string) is a number
+    assert schema.modalities["x"].align.tolerance == 0.001
+    assert schema.shape("x") == (100, 3) and schema.steps("hop_s") == 50
+
+    def error(text: str) -> str:
+        path = tmp_path / "schema.yaml"
+        path.write_text(text)
+        with pytest.raises(SchemaError) as err:
+            load_schema(path)
+        return str(err.value)
+
+    base = "label: {column: y, classes: [a, b]}\nsplit: {column: g, fractions: {train: 0.8, " \
+           "val: 0.1, test: 0.1}}\n"
+    message = error(base + "modalities: {x: {kind: stream, shape: [4, 2], align: {method: "
+                           "lienar}}}\n")
+    assert "modalities.x.align.method" in message and "did you mean 'linear'" in message
+    message = error(base + "modalities: {x: {kind: audio, shape: [80], sample_rte: 8000}}\n")
+    assert "modalities.x" in message and "did you mean 'sample_rate'" in message
+    message = error(base + "modalities: {x: {kind: numeric}}\nwindow: {length_s: 1, hop_s: 1}\n")
+    assert "timeline and window go together" in message
+    message = error("label: {column: y, classes: [a]}\nsplit: {column: g, fractions: {train: 1,"
+                    " vall: 0, test: 0}}\nmodalities: {x: {kind: numeric}}\n")
+    assert "split" in message and "did you mean 'val'" in message
+    assert "schema.yaml:2:1: YAML syntax error" in error("modalities: [\n")
+    example = load_schema(Path(__file__).parents[1] / "data_pipelines/schemas/example.yaml")
+    assert example.split_of("4") == "test" and example.modalities["gyro"].align.tolerance == 0.005
+
+
+def test_split_is_by_group_hash_not_by_row() -> None:
+    schema = PrepareSchema.model_validate(AV_SCHEMA | {"split": {
+        "column": "g", "fractions": {"train": 0.6, "val": 0.2, "test": 0.2}}})
+    splits = [schema.split_of(f"subject{i}") for i in range(2000)]
+    shares = {s: splits.count(s) / len(splits) for s in ("train", "val", "test")}
+    assert abs(shares["train"] - 0.6) < 0.04 and abs(shares["test"] - 0.2) < 0.04
+    assert splits == [schema.split_of(f"subject{i}") for i in range(2000)]  # deterministic
+    assert schema.split_of(3) == schema.split_of("3")
+
+
+# ------------------------------------------------------------------------------ avdigits
+@pytest.fixture(scope="module")
+def avdigits_manifest(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2 clips per digit and speaker (120 rows) of avdigits' pairing, MNIST images as PNGs."""
+    from data_pipelines import avdigits
+
+    folder = tmp_path_factory.mktemp("avdigits_manifest")
+    recordings, pairs, images = avdigits._pairs_and_images()
+    rows = []
+    for split_pairs in pairs.values():
+        for pair in split_pairs:
+            if int(Path(pair.file).stem.split("_")[2]) >= 2:
+                continue
+            png = folder / "images" / f"{pair.mnist_index}.png"
+            png.parent.mkdir(exist_ok=True)
+            tf.io.write_file(str(png), tf.io.encode_png(images[pair.mnist_index]))
+            rows.append({"audio_path": str(recordings / pair.file),
+                         "image_path": f"images/{png.name}", "digit": pair.digit,
+                         "speaker": pair.speaker})
+    pd.DataFrame(rows).to_csv(folder / "manifest.csv", index=False)
+    return folder / "manifest.csv"
+
+
+@pytest.fixture(scope="module")
+def avdigits_prepared(avdigits_manifest: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("avdigits_prepared") / "out"
+    prepare(avdigits_manifest, PrepareSchema.model_validate(AV_SCHEMA), out, IN_PROCESS)
+    return out
+
+
+def test_avdigits_shards_and_statistics_equal_the_in_memory_path(
+    avdigits_manifest: Path, avdigits_prepared: Path
+) -> None:
+    from data_pipelines import avdigits
+
+    memory = avdigits.load()
+    manifest = pd.read_csv(avdigits_manifest)
+    prepared = PreparedDataset(avdigits_prepared)
+    assert prepared.counts == {"train": 80, "val": 20, "test": 20}
+    for split in ("train", "val", "test"):
+        arrays = prepared.splits[split]
+        files = [Path(manifest.loc[r, "audio_path"]).name for r in arrays["row"]]
+        index = {f: i for i, f in enumerate(memory.splits[split]["file"])}
+        rows = [index[f] for f in files]  # KeyError: an example in the wrong split
+        np.testing.assert_array_equal(arrays["audio"], memory.splits[split]["audio"][rows])
+        np.testing.assert_array_equal(arrays["image"], memory.splits[split]["image"][rows])
+        np.testing.assert_array_equal(arrays["label"], memory.splits[split]["label"][rows])
+        assert sorted(set(arrays["group"])) == sorted(set(memory.splits[split]["speaker"][rows]))
+    train = prepared.splits["train"]
+    subset = MultimodalDataset("x", memory.modalities, memory.class_names,
+                               {"train": {k: train[k] for k in ("audio", "image", "label")}})
+    _assert_state_close(prepared.info["preprocessing"], fit_preprocessing(subset))
+    card = json.loads((avdigits_prepared / "dataset.json").read_text())
+    assert card["bad_rows"] == 0 and card["modalities"]["audio"]["options"]["n_mels"] == 40
+
+
+def test_multi_process_runner_writes_the_same_files(
+    avdigits_manifest: Path, avdigits_prepared: Path, tmp_path: Path
+) -> None:
+    """The local default (2 worker processes) gives byte-identical shards and statistics."""
+    out = tmp_path / "out"
+    prepare(avdigits_manifest, PrepareSchema.model_validate(AV_SCHEMA), out, LOCAL_OPTIONS)
+    for split in ("train", "val", "test"):
+        ours = json.loads((out / split / "schema.json").read_text())
+        theirs = json.loads((avdigits_prepared / split / "schema.json").read_text())
+        assert ours == theirs  # every shard's sha256 included
+    _assert_state_close(json.loads((out / "preprocessing.json").read_text()),
+                        json.loads((avdigits_prepared / "preprocessing.json").read_text()))
+
+
+# ------------------------------------------------------------------------------ mobifall
+def test_mobifall_windows_and_statistics_equal_the_in_memory_path(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    from data_pipelines import mobifall
+
+    real = data_dir / mobifall.SUBDIR
+    trials = [t for s in (2, 3, 4) for t in
+              [t for t in mobifall.find_trials(real) if t.subject == s][:2]]
+    root, streams = tmp_path / "root", tmp_path / "streams"
+    rows = []
+    for n, trial in enumerate(trials):
+        row = {"activity": trial.code, "subject": trial.subject}
+        for sensor, path in trial.paths.items():
+            link = root / path.relative_to(real)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(path)
+            t_ns, values, _ = mobifall.read_sensor_file(path)
+            with np.errstate(invalid="ignore"):
+                values = np.where(np.abs(values) > mobifall.MAX_ABS_VALUE, np.nan, values)
+            if sensor == "ori":
+                values = mobifall.encode_orientation(values)
+            stream = streams / f"{n}_{sensor}.npy"
+            stream.parent.mkdir(exist_ok=True)
+            np.save(stream, np.column_stack([t_ns.astype(np.float64), values]))
+            row[f"{sensor}_path"] = f"streams/{stream.name}"
+        rows.append(row)
+    pd.DataFrame(rows).to_csv(tmp_path / "manifest.csv", index=False)
+    (tmp_path / "schema.yaml").write_text(MOBIFALL_SCHEMA)
+
+    memory = mobifall.load(root=root, verbose=False)
+    prepare(tmp_path / "manifest.csv", tmp_path / "schema.yaml", tmp_path / "out", IN_PROCESS)
+    prepared = PreparedDataset(tmp_path / "out")
+    for split in ("train", "val", "test"):
+        arrays, want = prepared.splits[split], memory.splits[split]
+        assert len(arrays["label"]) == len(want["label"]) > 0
+        keys = [(trials[r].file, round(s, 6)) for r, s in zip(arrays["row"], arrays["start_s"],
+                                                                strict=True)]
+        index = {(f, round(float(s), 6)): i for i, (f, s) in
+                 enumerate(zip(want["file"], want["start_s"], strict=True))}
+        rows = [index[k] for k in keys]
+        assert sorted(rows) == list(range(len(want["label"])))  # the same windows, no more
+        for sensor in ("acc", "gyro", "ori"):
+            np.testing.assert_allclose(arrays[sensor], want[sensor][rows], rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(arrays["label"], want["label"][rows])
+    _assert_state_close(prepared.info["preprocessing"], fit_preprocessing(memory))
+    ranges = prepared.info["ranges"]["acc"]
+    train_acc = memory.splits["train"]["acc"].reshape(-1, 3)
+    np.testing.assert_allclose(ranges["low"], train_acc.min(axis=0), rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------ quarantine
+def test_quarantine_report_equals_the_manifest_reader(data_dir: Path, tmp_path: Path) -> None:
+    wavs = sorted((data_dir / "fsdd/recordings").glob("*_theo_*.wav"))[:6]
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt garbage")
+    (tmp_path / "truncated.wav").write_bytes(wavs[0].read_bytes()[:30])
+    t = np.arange(0.0, 2.0, 0.01)
+    good = np.column_stack([t, np.sin(t), np.cos(t)])
+    np.savetxt(tmp_path / "good.csv", good, delimiter=",", header="t,a,b", comments="")
+    unsorted = good.copy()
+    unsorted[[50, 51]] = unsorted[[51, 50]]
+    np.savetxt(tmp_path / "unsorted.csv", unsorted, delimiter=",")
+    rows = [
+        (wavs[0], "good.csv", 0, "theo", "1.5"),
+        ("corrupt.wav", "good.csv", 1, "theo", ""),
+        (wavs[1], "unsorted.csv", 2, "theo", "2"),
+        ("missing.wav", "good.csv", 3, "george", "1"),
+        (wavs[2], "good.csv", 11, "george", ""),       # unknown label
+        ("truncated.wav", "good.csv", 4, "george", "1"),
+        (wavs[3], "good.csv", 5, "", "1"),            # no group
+        (wavs[4], "good.csv", 6, "lucas", "abc"),     # optional, present but not a number
+        (wavs[5], "good.csv", 7, "lucas", ""),        # optional numeric absent: kept
+    ]
+    manifest = tmp_path / "manifest.csv"
+    with manifest.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["speech_path", "accel_path", "accel_start_s", "accel_end_s", "digit",
+                         "speaker", "age"])
+        for wav, stream, digit, speaker, age in rows:
+            writer.writerow([wav, stream, 0.5, 1.5, digit, speaker, age])
+    schema = PrepareSchema.model_validate({
+        "modalities": {
+            "speech": {"kind": "audio", "shape": [4000], "sample_rate": 8000},
+            "accel": {"kind": "stream", "shape": [20, 2]},
+            "age": {"kind": "numeric", "required": False},
+        },
+        "label": {"column": "digit", "classes": list(range(10))},
+        "split": {"column": "speaker", "fractions": {"train": 1, "val": 0, "test": 0},
+                  "assign": {"val": ["george"], "test": ["theo"]}},
+    })
+    _, expected = read_manifest(manifest, schema.manifest_schema())
+    with pytest.raises(EmptyDataError, match="split 'val' has no examples"):
+        prepare(manifest, schema, tmp_path / "out", IN_PROCESS)  # george's rows are all bad
+    report = pd.read_csv(tmp_path / "out" / "quarantine.csv", keep_default_na=False)
+    got = list(zip(report["record"], report["reason"], strict=True))
+    group_row = (f"{manifest}:row 6", "missing value: group column 'speaker' is empty")
+    assert got == sorted([*expected.records, group_row], key=lambda r: int(
+        r[0].split(":row ")[1].split()[0]))
+    reasons = " | ".join(r for _, r in got)
+    for kind in ("bad audio", "non-monotonic timestamps", "missing file", "unknown label",
+                 "not a number"):
+        assert kind in reasons
+    train = json.loads((tmp_path / "out" / "train" / "schema.json").read_text())
+    assert train["num_examples"] == 1 and "age_present" in train["features"]
+    from mmkeras.data.tfrecord import read_tfrecords
+
+    (example,) = list(read_tfrecords(tmp_path / "out" / "train").as_numpy_iterator())
+    assert example["row"] == 8 and example["age_present"].tolist() == [0.0]
+    assert example["age"].tolist() == [0.0] and example["accel"].shape == (20, 2)
+
+
+# ------------------------------------------------------------------------------ training
+def test_train_dataset_prepared_streams_and_exports(avdigits_prepared: Path, tmp_path: Path,
+                                                    cache_dir: Path) -> None:
+    from mmkeras.config import resolve_config
+    from mmkeras.training.trainer import train
+
+    cfg = resolve_config(None, [
+        "dataset=prepared", f"dataset_args.path={avdigits_prepared}", "epochs=1",
+        "batch_size=16", "verbose=0", "embed_dim=16", f"output={tmp_path / 'run'}",
+        "strategy=default",
+    ])
+    result = train(cfg)
+    assert (result.export_dir / "saved_model.pb").is_file()
+    run_state = json.loads((result.run_dir / "preprocessing.json").read_text())
+    assert run_state == json.loads((avdigits_prepared / "preprocessing.json").read_text())
+    assert result.metrics["train_examples"] == 80
+    card = json.loads((result.run_dir / "dataset.json").read_text())
+    assert card["name"] == "avdigits_manifest" and card["class_names"][3] == "3"
+    assert json.loads((result.run_dir / "export_validation.json").read_text())["ok"]
+    assert os.path.getsize(result.run_dir / "quarantine.csv") > 0
