@@ -65,10 +65,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the preparation; print the counts and where the report is."""
+    args, beam_args = parse_args(argv)  # first: --help needs neither Beam nor TensorFlow
     from mmkeras.data.beam_prepare import LOCAL_OPTIONS, prepare
     from mmkeras.data.quarantine import DataError
 
-    args, beam_args = parse_args(argv)
     if not any(a.startswith("--runner") for a in beam_args):
         beam_args = [*LOCAL_OPTIONS, *beam_args]
     try:

@@ -306,3 +306,56 @@ def test_train_dataset_prepared_streams_and_exports(avdigits_prepared: Path, tmp
     assert card["name"] == "avdigits_manifest" and card["class_names"][3] == "3"
     assert json.loads((result.run_dir / "export_validation.json").read_text())["ok"]
     assert os.path.getsize(result.run_dir / "quarantine.csv") > 0
+
+
+# ------------------------------------------------------------------------------ text, CLI
+def test_cli_text_vocabulary_and_numeric_statistics_equal_fit_preprocessing(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Through the command line (Beam options passed through), from a JSONL manifest."""
+    from mmkeras.data.dataset import ModalitySpec
+    from mmkeras.prepare import main
+
+    rng = np.random.default_rng(0)
+    words = ["Alpha", "beta,", "GAMMA", "delta!", "eps", "zeta", "eta's", "theta"]
+    rows = [{"note": " ".join(rng.choice(words, size=rng.integers(1, 6))),
+             "dose": float(rng.normal(5, 2)), "y": ["no", "yes"][i % 2], "site": f"s{i % 7}"}
+            for i in range(60)]
+    with (tmp_path / "m.jsonl").open("w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    (tmp_path / "schema.yaml").write_text(
+        "modalities:\n  note: {kind: text, options: {max_tokens: 6, sequence_length: 8}}\n"
+        "  dose: {kind: numeric}\nlabel: {column: y, classes: ['no', 'yes']}\n"
+        "split: {column: site, fractions: {train: 0.6, val: 0.2, test: 0.2}}\n")
+    args = ["--manifest", str(tmp_path / "m.jsonl"), "--schema", str(tmp_path / "schema.yaml"),
+            "--num-shards", "2", *IN_PROCESS]
+    assert main([*args, "--out", str(tmp_path / "out")]) == 0
+    assert "bad row(s)" in capsys.readouterr().out
+    prepared = PreparedDataset(tmp_path / "out")
+    train = prepared.splits["train"]
+    sites = sorted(set(train["group"]))
+    assert sites == sorted({r["site"] for r in rows if prepared_split(r["site"]) == "train"})
+    mine = [r for r in rows if r["site"] in sites]
+    memory = MultimodalDataset("x", {
+        "note": ModalitySpec("note", "text", (), "string", {"max_tokens": 6,
+                                                            "sequence_length": 8}),
+        "dose": ModalitySpec("dose", "tabular", (1,)),
+    }, ["no", "yes"], {"train": {"note": np.array([r["note"] for r in mine], object),
+                                 "dose": np.array([[r["dose"]] for r in mine], np.float32)}})
+    fitted = fit_preprocessing(memory)
+    state = prepared.info["preprocessing"]
+    assert state["note"] == fitted["note"] and len(state["note"]["vocabulary"]) == 4
+    _assert_state_close({"dose": state["dose"]}, {"dose": fitted["dose"]})
+    assert main([*args, "--out", str(tmp_path / "out")]) == 1  # not empty
+    assert "is not empty" in capsys.readouterr().err
+    (tmp_path / "bad.yaml").write_text("modalities: {note: {kind: txt}}\n")
+    assert main([*args[:2], "--schema", str(tmp_path / "bad.yaml"), "--out",
+                 str(tmp_path / "o2")]) == 1
+    assert "modalities.note.kind" in capsys.readouterr().err
+
+
+def prepared_split(site: str) -> str:
+    schema = PrepareSchema.model_validate({
+        "modalities": {"dose": {"kind": "numeric"}}, "label": {"column": "y", "classes": [0]},
+        "split": {"column": "site", "fractions": {"train": 0.6, "val": 0.2, "test": 0.2}}})
+    return schema.split_of(site)

@@ -119,7 +119,7 @@ class PreparedDataset(MultimodalDataset):
 
     def select(self, names: list[str] | None) -> PreparedDataset:
         """Keep only the named modalities (all when ``names`` is None)."""
-        if names is None:
+        if names is None or names == list(self.modalities):
             return self
         return PreparedDataset(self.path, self.shuffle_buffer, self.verify, names)
 
