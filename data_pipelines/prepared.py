@@ -15,7 +15,7 @@ from mmkeras.data.prepared import PreparedDataset
 from mmkeras.data.quarantine import BadRecordError
 
 
-def load(path: str, strict: bool = False, shuffle_buffer: int = 1024,
+def load(path: str | None = None, strict: bool = False, shuffle_buffer: int = 1024,
          verify: bool = True) -> PreparedDataset:
     """Open a prepared folder.
 
@@ -26,6 +26,9 @@ def load(path: str, strict: bool = False, shuffle_buffer: int = 1024,
         shuffle_buffer: examples held in the training shuffle buffer.
         verify: check each shard's sha256 once before reading it.
     """
+    if path is None:
+        raise ValueError("dataset=prepared needs dataset_args.path=DIR: the --out folder of "
+                         "python -m mmkeras.prepare")
     dataset = PreparedDataset(path, shuffle_buffer=shuffle_buffer, verify=verify)
     quarantine = dataset.info["quarantine"]
     if strict and len(quarantine):

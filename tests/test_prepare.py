@@ -221,6 +221,9 @@ def test_mobifall_windows_and_statistics_equal_the_in_memory_path(
             np.testing.assert_allclose(arrays[sensor], want[sensor][rows], rtol=1e-6, atol=1e-6)
         np.testing.assert_array_equal(arrays["label"], want["label"][rows])
     _assert_state_close(prepared.info["preprocessing"], fit_preprocessing(memory))
+    windows = json.loads((tmp_path / "out" / "dataset.json").read_text())["windows"]
+    assert windows["windows_kept"] == memory.info["windows"]["kept"]
+    assert windows["windows_dropped_low_presence"] == memory.info["windows"]["dropped_low_presence"]
     ranges = prepared.info["ranges"]["acc"]
     train_acc = memory.splits["train"]["acc"].reshape(-1, 3)
     np.testing.assert_allclose(ranges["low"], train_acc.min(axis=0), rtol=1e-6)

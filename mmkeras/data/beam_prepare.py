@@ -26,8 +26,10 @@ Output folder::
     train/ val/ test/      schema.json + part-SSSSS-of-NNNNN.tfrecord.gz (read_tfrecords)
     preprocessing.json     the fitted state (modality -> standardizer / vocabulary)
     quarantine.csv         record,reason of every bad row (the manifest reader's report)
-    dataset.json           name, class names, modality specs, counts, training ranges;
-                           written last: its presence marks a complete preparation
+    dataset.json           name, class names, modality specs, counts, training ranges,
+                           window counts (kept, dropped for low presence, recordings shorter
+                           than a window; from Beam counters); written last: its presence
+                           marks a complete preparation
 
 Each stored example holds the modalities' raw inputs (the dtype and shape of their
 :class:`~mmkeras.data.dataset.ModalitySpec`), ``<name>_present`` ``[1]`` for optional
@@ -73,6 +75,7 @@ LOCAL_OPTIONS = ["--runner=DirectRunner", "--direct_num_workers=2",
                  "--direct_running_mode=multi_processing"]
 """The default pipeline options: DirectRunner with two worker processes."""
 COMPRESSION = "GZIP"
+METRICS = "mmkeras.prepare"
 _BATCH = 64  # examples per batch of a modality's fixed front end in the statistics
 
 
@@ -202,10 +205,13 @@ class ReadRow(beam.DoFn):
         length, hop = schema.steps("length_s"), schema.steps("hop_s")
         starts = window_starts(grid.size, length, hop)
         if starts.size == 0:
+            _count("recordings_shorter_than_a_window")
             return
         presence = {s: sliding_windows(a.mask, length, hop).mean(axis=1)
                     for s, a in aligned.items()}
         keep = np.min(np.stack(list(presence.values())), axis=0) >= schema.window.min_presence
+        _count("windows_kept", int(keep.sum()))
+        _count("windows_dropped_low_presence", int((~keep).sum()))
         windows = {}
         for name, a in aligned.items():
             filled, _ = impute(a.values, a.mask, strategy=schema.modalities[name].impute)
@@ -221,6 +227,11 @@ class ReadRow(beam.DoFn):
                 if not m.required:
                     out[f"{name}_present"] = np.float32([name not in absent])
             yield out
+
+
+def _count(name: str, n: int = 1) -> None:
+    """A Beam counter of the preparation (``dataset.json`` ``windows``)."""
+    beam.metrics.Metrics.counter(METRICS, name).inc(n)
 
 
 def _row_modality(name: str, m: Any, shape: tuple[int, ...], values: dict[str, Any]
@@ -475,6 +486,21 @@ def build(pipeline: beam.Pipeline, manifest: str, schema: PrepareSchema, out: st
          | "Statistics" >> beam.Map(_write_json, os.path.join(out, "statistics.json")))
 
 
+def _counters(result: beam.runners.runner.PipelineResult) -> dict[str, int] | None:
+    """The window counters of a finished run (None if the runner reports no metrics)."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    try:
+        found = result.metrics().query(MetricsFilter().with_namespace(METRICS))["counters"]
+    except (NotImplementedError, KeyError):
+        return None
+    names = ("windows_kept", "windows_dropped_low_presence", "recordings_shorter_than_a_window")
+    counts = dict.fromkeys(names, 0)
+    for counter in found:
+        counts[counter.key.metric.name] += counter.committed or 0
+    return counts
+
+
 def prepare(
     manifest: str | os.PathLike,
     schema: str | os.PathLike | PrepareSchema,
@@ -506,8 +532,11 @@ def prepare(
     out.mkdir(parents=True, exist_ok=True)
     manifest = str(Path(manifest))
     options = PipelineOptions(list(LOCAL_OPTIONS if pipeline_args is None else pipeline_args))
-    with beam.Pipeline(options=options) as pipeline:
-        build(pipeline, manifest, schema, str(out.resolve()), num_shards)
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline, manifest, schema, str(out.resolve()), num_shards)
+    result = pipeline.run()
+    result.wait_until_finish()
+    windows = _counters(result) if schema.streams() else None
     quarantine = out / "quarantine.csv"
     bad = sum(1 for _ in quarantine.open()) - 1 if quarantine.is_file() else 0
     counts = {}
@@ -534,6 +563,7 @@ def prepare(
         "num_examples": counts,
         "bad_rows": bad,
         "ranges": stats["ranges"],
+        "windows": windows,
         "manifest": os.path.abspath(manifest),
         "schema": schema.model_dump(mode="json"),
     }

@@ -131,8 +131,7 @@ class PreparedDataset(MultimodalDataset):
         if split not in self.counts:
             raise ValueError(f"unknown split {split!r}; available: {list(self.counts)}")
         verify = self.verify and split not in self._verified
-        ds = read_tfrecords(self.path / split, shuffle_files=shuffle, seed=seed,
-                            deterministic=not shuffle, verify=verify)
+        ds = read_tfrecords(self.path / split, shuffle_files=shuffle, seed=seed, verify=verify)
         self._verified.add(split)
         return ds
 
