@@ -362,3 +362,30 @@ def prepared_split(site: str) -> str:
         "modalities": {"dose": {"kind": "numeric"}}, "label": {"column": "y", "classes": [0]},
         "split": {"column": "site", "fractions": {"train": 0.6, "val": 0.2, "test": 0.2}}})
     return schema.split_of(site)
+
+
+def test_streaming_split_is_never_held_in_memory(avdigits_prepared: Path) -> None:
+    """The training input pipeline reads shards: no cache, no split-sized constant, a bounded
+    shuffle buffer; its batches are the preprocessed features."""
+    from mmkeras.models.preprocessor import MultimodalPreprocessor, spec_to_dict
+    from mmkeras.training.trainer import feature_dataset
+
+    dataset = PreparedDataset(avdigits_prepared, shuffle_buffer=32)
+    preprocessor = MultimodalPreprocessor(
+        {n: spec_to_dict(s) for n, s in dataset.modalities.items()},
+        dataset.info["preprocessing"])
+    ds = feature_dataset(preprocessor, dataset, "train", 16, None, shuffle=True, seed=1)
+    graph = tf.compat.v1.GraphDef.FromString(ds._as_serialized_graph().numpy())
+    ops = {node.op for node in graph.node}
+    inner = {n.op for f in graph.library.function for n in f.node_def}  # inside interleave
+    assert "ParallelInterleaveDatasetV4" in ops and "TFRecordDataset" in inner
+    assert not {op for op in ops if op.startswith("CacheDataset")}
+    assert graph.ByteSize() < 200_000  # 80 clips of 8000 float32 alone would be 2.5 MB
+    buffers = [n for n in graph.node if n.op.startswith("ShuffleDataset")]
+    sizes = {int(tf.make_ndarray(m.attr["value"].tensor)) for n in buffers for m in graph.node
+             if m.name == n.input[1]}
+    assert 32 in sizes and max(sizes) <= 32
+    features, targets = next(iter(ds))
+    assert features["audio"].shape[0] == 16 and features["audio"].shape[-1] == 40
+    assert targets["probabilities"].dtype == tf.int32
+    assert not dataset.splits["train"]._arrays  # nothing was loaded into memory
