@@ -53,6 +53,7 @@ SETTINGS = {
 }
 # Encoders that take step_mask (the others reject it).
 STEP_MASKED = ("conv1d", "gru", "transformer", "spectrogram_cnn", "mlp")
+assert set(STEP_MASKED) == {n for n in ENCODERS.names() if ENCODERS.get(n).takes_step_mask}
 
 
 def example(kind: str, seed: int = 0) -> np.ndarray:
@@ -115,6 +116,26 @@ def test_encoder_layer_contract(name):
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert mixed["mask"].dtype == np.float32 and mixed["pooled"].dtype == np.float16
+
+
+# Weights that serve the tokens alone (not built with return_tokens=False), at SETTINGS sizes.
+TOKEN_ONLY_PARAMS = {"conv1d": 8 * 8 + 8, "spectrogram_cnn": 8 * 8 + 8,
+                     "image_cnn": 4 * 8 + 8 + 9 * 8, "mlp": 2 * 10 * 8, "text_cnn": 4 * 8 + 8}
+
+
+@pytest.mark.parametrize("name", ENCODERS.names())
+def test_pooled_only_encoder_builds_no_token_weights(name):
+    cls, kwargs, x, _ = settings(name)
+    kind = SETTINGS.get(name, (None, cls.input_kinds[0]))[1]
+    batch = np.concatenate([x] + [example(kind, seed) for seed in (1, 2, 3)])
+    # every weight moves in one step: none is left without a gradient
+    run_layer_test((cls, {**kwargs, "return_tokens": False}), [batch],
+                   expected_shapes={"pooled": (None, 8)})
+    with_tokens, pooled_only = cls(**kwargs), cls(**kwargs, return_tokens=False)
+    with_tokens(x)
+    assert sorted(pooled_only(x)) == ["pooled"]
+    assert (with_tokens.count_params() - pooled_only.count_params()
+            == TOKEN_ONLY_PARAMS.get(name, 0))
 
 
 @pytest.mark.parametrize("name", ENCODERS.names())

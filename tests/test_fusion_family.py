@@ -33,10 +33,10 @@ KWARGS = {
     "tensor": {"embed_dim": 8, "dim": 3},
     "low_rank_tensor": {"embed_dim": 8, "rank": 2},
     "cross_attention": {"embed_dim": 8, "num_heads": 2},
-    "late_mean": {"embed_dim": 8, "num_classes": NUM_CLASSES},
-    "late_weighted": {"embed_dim": 8, "num_classes": NUM_CLASSES},
-    "late_product": {"embed_dim": 8, "num_classes": NUM_CLASSES},
-    "late_stacking": {"embed_dim": 8, "num_classes": NUM_CLASSES},
+    "late_mean": {"embed_dim": 8, "num_classes": NUM_CLASSES, "unimodal": {"a": "runs/a"}},
+    "late_weighted": {"embed_dim": 8, "num_classes": NUM_CLASSES, "unimodal": {"a": "runs/a"}},
+    "late_product": {"embed_dim": 8, "num_classes": NUM_CLASSES, "unimodal": {"a": "runs/a"}},
+    "late_stacking": {"embed_dim": 8, "num_classes": NUM_CLASSES, "unimodal": {"a": "runs/a"}},
 }
 NAMES = FUSIONS.names()
 
@@ -101,6 +101,37 @@ def test_every_fusion_is_registered_with_a_level_and_a_paper():
     for name in NAMES:
         cls = FUSIONS.get(name)
         assert issubclass(cls, Fusion) and cls.level in LEVELS and cls.paper, name
+
+
+def test_only_token_reading_fusions_ask_for_tokens():
+    assert [n for n in NAMES if FUSIONS.get(n).uses_tokens] == ["cross_attention"]
+    pooled_only = [{"pooled": f["pooled"]} for f in encoded_features()]
+    for name in NAMES:
+        if FUSIONS.get(name).level == "intermediate" and not FUSIONS.get(name).uses_tokens:
+            run(FUSIONS.get(name)(**KWARGS[name]), pooled_only, mixed_presence())
+    with pytest.raises(ValueError, match=r"lacks \['tokens', 'mask'\].*uses_tokens = True"):
+        run(FUSIONS.get("cross_attention")(**KWARGS["cross_attention"]), pooled_only,
+            mixed_presence())
+
+
+@pytest.mark.parametrize("name", ["late_mean", "late_stacking"])
+def test_a_frozen_late_head_does_not_train(name):
+    layer = FUSIONS.get(name)(**KWARGS[name])
+    features = encoded_features()
+    run(layer, features, mixed_presence())
+    layer.freeze_head(1)
+    assert layer.heads[1].trainable_weights == [] and layer.heads[0].trainable_weights
+    frozen = [np.array(w) for w in layer.heads[1].weights]
+    inputs = [{k: keras.Input(v.shape[1:]) for k, v in f.items()} for f in features]
+    presence = keras.Input((3,))
+    model = keras.Model([inputs, presence], layer(inputs, presence)["fused"])
+    model.compile(keras.optimizers.Adam(1e-1), "sparse_categorical_crossentropy")
+    labels = np.arange(BATCH) % NUM_CLASSES
+    model.fit([features, np.ones((BATCH, 3), "float32")], labels, epochs=2, verbose=0)
+    for before, after in zip(frozen, layer.heads[1].weights, strict=True):
+        np.testing.assert_array_equal(np.array(after), before)
+    with pytest.raises(ValueError, match="has 3 heads"):
+        layer.freeze_head(3)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -7,6 +7,8 @@ however perturbed, changes no output at all).
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -102,3 +104,25 @@ def test_unknown_names_suggest_the_closest(tiny_machine, state):
         build_models(tiny_machine.modalities, state, 4, encoders={"environment": "conv1"})
     with pytest.raises(ValueError, match="unknown modalities"):
         build_models(tiny_machine.modalities, state, 4, encoders={"sound": "conv1d"})
+
+
+def test_pooled_fusion_trains_every_weight_and_builds_no_token_weights(tiny_machine, state):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, task = trained(tiny_machine, state, "sum")
+    gradients = [str(w.message) for w in caught if "Gradients do not exist" in str(w.message)]
+    assert gradients == []
+    backbone = task.backbone
+    token_only = {"vibration": (64 + 1) * 8, "audio": (128 + 1) * 8, "environment": (64 + 1) * 8,
+                  "notes": 0}  # the default encoders' token projections at embed_dim 8
+    shapes = {n: (None, *m["shape"]) for n, m in backbone.modalities.items()}
+    for name, dropped in token_only.items():
+        encoder = backbone.get_layer(f"{name}_encoder")
+        assert encoder.return_tokens is False
+        with_tokens = type(encoder).from_config({**encoder.get_config(), "return_tokens": True})
+        with_tokens.build(shapes[name])
+        assert with_tokens.count_params() - encoder.count_params() == dropped, name
+    _, cross = build_models(tiny_machine.modalities, state, 4, fusion="cross_attention",
+                            embed_dim=8)
+    assert all(cross.backbone.get_layer(f"{n}_encoder").return_tokens for n in token_only)
+    assert cross.count_params() > task.count_params()

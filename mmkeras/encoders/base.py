@@ -11,10 +11,21 @@ Every registered encoder subclasses :class:`Encoder` and is registered with
 - ``mask``: ``[batch, N]`` float32, 1 for a valid token, 0 for padding or missing steps;
 - ``pooled``: ``[batch, embed_dim]``, one vector for the example (masked tokens excluded).
 
-``step_mask`` (``[batch, T]``, 1 = observed) comes from imputation for time series; encoders that
-downsample time carry it to token resolution (a token is valid when any of its steps is).
-The model builder passes ``embed_dim`` to every encoder and ``vocab_size`` to encoders of
-``"tokens"`` inputs; everything else comes from the config (``encoders: {audio: {name: ...}}``).
+``step_mask`` (``[batch, T]``, 1 = observed, 0 = imputed) comes from imputation for time
+series. Encoders that take one set ``takes_step_mask = True`` and guarantee: the values at masked
+steps reach no output (the steps are zeroed before any weight sees them, so changing them changes
+neither ``tokens``, ``mask`` nor ``pooled``), and ``mask`` is the step mask carried to token
+resolution (a token is valid when any of its steps is). The others refuse a step mask. In a
+model, the step mask is the optional input ``<modality>_step_mask`` (see
+:mod:`mmkeras.models.backbone`); left out, every step counts as observed.
+
+``return_tokens=False`` (set by the model builder when the fusion reads only ``pooled``, see
+``Fusion.uses_tokens``): the encoder returns ``{"pooled": ...}`` only and builds no weight that
+serves the tokens alone, so no weight goes without a gradient.
+
+The model builder passes ``embed_dim`` and ``return_tokens`` to every encoder and
+``vocab_size`` to encoders of ``"tokens"`` inputs; everything else comes from the config
+(``encoders: {audio: {name: ...}}``).
 """
 
 from __future__ import annotations
@@ -28,20 +39,30 @@ INPUT_KINDS = ("sequence", "image", "tokens", "vector")
 class Encoder(keras.layers.Layer):
     """Base class of the registered encoders.
 
-    Subclasses set ``input_kinds`` (a subset of :data:`INPUT_KINDS`), take ``embed_dim`` and
-    their own keyword arguments, and return every constructor argument from ``get_config``.
+    Subclasses set ``input_kinds`` (a subset of :data:`INPUT_KINDS`) and ``takes_step_mask``,
+    take ``embed_dim``, ``return_tokens`` and their own keyword arguments, and return every
+    constructor argument from ``get_config``.
     """
 
     input_kinds: tuple[str, ...] = ()
+    takes_step_mask: bool = False
 
-    def __init__(self, embed_dim: int = 64, **kwargs) -> None:
+    def __init__(self, embed_dim: int = 64, return_tokens: bool = True, **kwargs) -> None:
         super().__init__(**kwargs)
         if int(embed_dim) < 1:
             raise ValueError(f"{type(self).__name__}: embed_dim must be >= 1, got {embed_dim}")
         self.embed_dim = int(embed_dim)
+        self.return_tokens = bool(return_tokens)
+
+    def outputs(self, pooled, tokens=None, mask=None) -> dict:
+        """The output dict: ``pooled`` only when ``return_tokens`` is False."""
+        if not self.return_tokens:
+            return {"pooled": pooled}
+        return {"tokens": tokens, "mask": mask, "pooled": pooled}
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "embed_dim": self.embed_dim}
+        return {**super().get_config(), "embed_dim": self.embed_dim,
+                "return_tokens": self.return_tokens}
 
 
 def masked_mean(tokens, mask):

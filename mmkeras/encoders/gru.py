@@ -32,6 +32,7 @@ class GRUEncoder(Encoder):
     """
 
     input_kinds = ("sequence",)
+    takes_step_mask = True
 
     def __init__(
         self,
@@ -80,7 +81,7 @@ class GRUEncoder(Encoder):
         else:
             mask = downsample_mask(step_mask, self.stride, keras.ops.shape(h)[1])
         tokens = self.tokenize(self.rnn(h, mask=mask > 0, training=training))
-        return {"tokens": tokens, "mask": mask, "pooled": masked_mean(tokens, mask)}
+        return self.outputs(masked_mean(tokens, mask), tokens, mask)
 
     def get_config(self) -> dict:
         return {

@@ -154,7 +154,7 @@ class HubEncoder(Encoder):
             result = result[:, None, :]
         tokens = self.tokenize(tf.cast(result, self.compute_dtype))
         mask = all_valid(tokens)
-        return {"tokens": tokens, "mask": mask, "pooled": masked_mean(tokens, mask)}
+        return self.outputs(masked_mean(tokens, mask), tokens, mask)
 
     def get_config(self) -> dict:
         return {

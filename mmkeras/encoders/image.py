@@ -52,7 +52,7 @@ class ImageEncoder(Encoder):
             for n in self.filters
         ]
         self.grid_pool: keras.layers.Layer | None = None
-        self.tokenize = keras.layers.Dense(self.embed_dim)
+        self.tokenize = keras.layers.Dense(self.embed_dim) if self.return_tokens else None
         self.project = keras.layers.Dense(self.embed_dim, activation="relu")
         self.cells = 1
 
@@ -71,11 +71,12 @@ class ImageEncoder(Encoder):
         self.grid_pool = keras.layers.MaxPooling2D(window, padding="same")
         shape = self.grid_pool.compute_output_shape(shape)
         self.cells = shape[1] * shape[2]
-        self.tokenize.build((shape[0], self.cells, shape[3]))
-        self.positions = self.add_weight(
-            shape=(self.cells, self.embed_dim), name="positions",
-            initializer=keras.initializers.RandomNormal(stddev=0.02),
-        )
+        if self.tokenize is not None:
+            self.tokenize.build((shape[0], self.cells, shape[3]))
+            self.positions = self.add_weight(
+                shape=(self.cells, self.embed_dim), name="positions",
+                initializer=keras.initializers.RandomNormal(stddev=0.02),
+            )
         self.project.build((shape[0], self.cells * shape[3]))
 
     def call(self, x, step_mask=None, training=None):
@@ -85,9 +86,11 @@ class ImageEncoder(Encoder):
             x = pool(conv(x))
         x = self.grid_pool(x)
         cells = keras.ops.reshape(x, (-1, self.cells, x.shape[-1]))
-        tokens = self.tokenize(cells) + keras.ops.cast(self.positions, cells.dtype)
         pooled = self.project(keras.ops.reshape(cells, (-1, self.cells * x.shape[-1])))
-        return {"tokens": tokens, "mask": all_valid(tokens), "pooled": pooled}
+        if not self.return_tokens:
+            return self.outputs(pooled)
+        tokens = self.tokenize(cells) + keras.ops.cast(self.positions, cells.dtype)
+        return self.outputs(pooled, tokens, all_valid(tokens))
 
     def get_config(self) -> dict:
         return {**super().get_config(), "filters": list(self.filters), "grid": self.grid}

@@ -88,7 +88,7 @@ class KerasApplicationEncoder(Encoder):
         _, height, width, channels = self.backbone.output_shape
         tokens = self.tokenize(keras.ops.reshape(features, (-1, height * width, channels)))
         mask = all_valid(tokens)
-        return {"tokens": tokens, "mask": mask, "pooled": masked_mean(tokens, mask)}
+        return self.outputs(masked_mean(tokens, mask), tokens, mask)
 
     def get_config(self) -> dict:
         return {

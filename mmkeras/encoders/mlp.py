@@ -30,6 +30,7 @@ class MLPEncoder(Encoder):
     """
 
     input_kinds = ("vector",)
+    takes_step_mask = True
 
     def __init__(
         self,
@@ -56,13 +57,14 @@ class MLPEncoder(Encoder):
         if features is None:
             raise ValueError(f"MLPEncoder needs a static number of features, got input shape "
                              f"{tuple(input_shape)}")
-        self.feature_weights = self.add_weight(
-            shape=(features, self.embed_dim), name="feature_weights",
-            initializer=keras.initializers.RandomNormal(stddev=1.0 / self.embed_dim**0.5),
-        )
-        self.feature_biases = self.add_weight(
-            shape=(features, self.embed_dim), name="feature_biases", initializer="zeros"
-        )
+        if self.return_tokens:
+            self.feature_weights = self.add_weight(
+                shape=(features, self.embed_dim), name="feature_weights",
+                initializer=keras.initializers.RandomNormal(stddev=1.0 / self.embed_dim**0.5),
+            )
+            self.feature_biases = self.add_weight(
+                shape=(features, self.embed_dim), name="feature_biases", initializer="zeros"
+            )
         shape = tuple(input_shape)
         for layer in self.stack:
             layer.build(shape)
@@ -71,6 +73,11 @@ class MLPEncoder(Encoder):
     def call(self, x, step_mask=None, training=None):
         check_input(self, x.shape, x.dtype)
         x = zero_masked_steps(x, step_mask)
+        pooled = x
+        for layer in self.stack:
+            pooled = layer(pooled, training=training)
+        if not self.return_tokens:
+            return self.outputs(pooled)
         weights = keras.ops.cast(self.feature_weights, x.dtype)
         biases = keras.ops.cast(self.feature_biases, x.dtype)
         tokens = x[:, :, None] * weights + biases
@@ -78,10 +85,7 @@ class MLPEncoder(Encoder):
             mask = keras.ops.ones(keras.ops.shape(x), dtype="float32")
         else:
             mask = keras.ops.cast(step_mask, "float32")
-        pooled = x
-        for layer in self.stack:
-            pooled = layer(pooled, training=training)
-        return {"tokens": tokens, "mask": mask, "pooled": pooled}
+        return self.outputs(pooled, tokens, mask)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "hidden_units": list(self.hidden_units),

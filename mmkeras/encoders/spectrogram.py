@@ -34,6 +34,7 @@ class SpectrogramEncoder(Encoder):
     """
 
     input_kinds = ("sequence",)
+    takes_step_mask = True
 
     def __init__(
         self,
@@ -55,7 +56,7 @@ class SpectrogramEncoder(Encoder):
              keras.layers.MaxPooling1D(2, padding="same"))
             for n in self.filters
         ]
-        self.tokenize = keras.layers.Dense(self.embed_dim)
+        self.tokenize = keras.layers.Dense(self.embed_dim) if self.return_tokens else None
         self.project = keras.layers.Dense(self.embed_dim, activation="relu")
 
     def build(self, input_shape: tuple) -> None:
@@ -66,7 +67,8 @@ class SpectrogramEncoder(Encoder):
             shape = conv.compute_output_shape(shape)
             norm.build(shape)
             shape = pool.compute_output_shape(shape)
-        self.tokenize.build(shape)
+        if self.tokenize is not None:
+            self.tokenize.build(shape)
         self.project.build((shape[0], 2 * self.filters[-1]))
 
     def call(self, x, step_mask=None, training=None):
@@ -80,7 +82,9 @@ class SpectrogramEncoder(Encoder):
             mask = downsample_mask(step_mask, 2 ** len(self.blocks), keras.ops.shape(x)[1])
         pooled = self.project(keras.ops.concatenate([masked_mean(x, mask), masked_max(x, mask)],
                                                     axis=-1))
-        return {"tokens": self.tokenize(x), "mask": mask, "pooled": pooled}
+        if not self.return_tokens:
+            return self.outputs(pooled)
+        return self.outputs(pooled, self.tokenize(x), mask)
 
     def get_config(self) -> dict:
         return {

@@ -48,7 +48,7 @@ class TextEncoder(Encoder):
         reject_step_mask(self, step_mask)
         mask = keras.ops.cast(keras.ops.not_equal(token_ids, 0), "float32")
         tokens = self.project(self.embedding(token_ids))
-        return {"tokens": tokens, "mask": mask, "pooled": keras.ops.relu(masked_mean(tokens, mask))}
+        return self.outputs(keras.ops.relu(masked_mean(tokens, mask)), tokens, mask)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "vocab_size": self.vocab_size, "token_dim": self.token_dim}

@@ -56,7 +56,7 @@ class TextCNNEncoder(Encoder):
             keras.layers.Conv1D(self.filters, k, padding="same", activation="relu")
             for k in self.kernel_sizes
         ]
-        self.tokenize = keras.layers.Dense(self.embed_dim)
+        self.tokenize = keras.layers.Dense(self.embed_dim) if self.return_tokens else None
         self.project = keras.layers.Dense(self.embed_dim, activation="relu")
 
     def build(self, input_shape: tuple) -> None:
@@ -65,7 +65,8 @@ class TextCNNEncoder(Encoder):
         for conv in self.convs:
             conv.build((*input_shape, self.token_dim))
         features = (*input_shape, self.filters * len(self.convs))
-        self.tokenize.build(features)
+        if self.tokenize is not None:
+            self.tokenize.build(features)
         self.project.build((input_shape[0], features[-1]))
 
     def call(self, token_ids, step_mask=None, training=None):
@@ -74,11 +75,10 @@ class TextCNNEncoder(Encoder):
         mask = keras.ops.cast(keras.ops.not_equal(token_ids, 0), "float32")
         words = zero_masked_steps(self.embedding(token_ids), mask)
         features = keras.ops.concatenate([conv(words) for conv in self.convs], axis=-1)
-        return {
-            "tokens": self.tokenize(features),
-            "mask": mask,
-            "pooled": self.project(masked_max(features, mask)),
-        }
+        pooled = self.project(masked_max(features, mask))
+        if not self.return_tokens:
+            return self.outputs(pooled)
+        return self.outputs(pooled, self.tokenize(features), mask)
 
     def get_config(self) -> dict:
         return {

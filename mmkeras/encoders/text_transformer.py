@@ -85,7 +85,7 @@ class TextTransformerEncoder(Encoder):
         for block in self.blocks:
             tokens = block(tokens, mask, training=training)
         tokens = self.norm(tokens)
-        return {"tokens": tokens, "mask": mask, "pooled": masked_mean(tokens, mask)}
+        return self.outputs(masked_mean(tokens, mask), tokens, mask)
 
     def get_config(self) -> dict:
         return {

@@ -33,6 +33,7 @@ class TimeSeriesEncoder(Encoder):
     """
 
     input_kinds = ("sequence",)
+    takes_step_mask = True
 
     def __init__(
         self,
@@ -54,7 +55,7 @@ class TimeSeriesEncoder(Encoder):
         self.min_stride_length = int(min_stride_length)
         self.convs: list[keras.layers.Layer] = []
         self.stride = 1
-        self.tokenize = keras.layers.Dense(self.embed_dim)
+        self.tokenize = keras.layers.Dense(self.embed_dim) if self.return_tokens else None
         self.project = keras.layers.Dense(self.embed_dim, activation="relu")
 
     def build(self, input_shape: tuple) -> None:
@@ -70,7 +71,8 @@ class TimeSeriesEncoder(Encoder):
             shape = conv.compute_output_shape(shape)
             self.convs.append(conv)
             self.stride *= stride
-        self.tokenize.build(shape)
+        if self.tokenize is not None:
+            self.tokenize.build(shape)
         self.project.build((shape[0], 2 * self.filters[-1]))
 
     def call(self, x, step_mask=None, training=None):
@@ -84,7 +86,9 @@ class TimeSeriesEncoder(Encoder):
             mask = downsample_mask(step_mask, self.stride, keras.ops.shape(x)[1])
         summary = [masked_mean(x, mask), masked_max(x, mask)]
         pooled = self.project(keras.ops.concatenate(summary, axis=-1))
-        return {"tokens": self.tokenize(x), "mask": mask, "pooled": pooled}
+        if not self.return_tokens:
+            return self.outputs(pooled)
+        return self.outputs(pooled, self.tokenize(x), mask)
 
     def get_config(self) -> dict:
         return {

@@ -34,6 +34,7 @@ class SequenceTransformerEncoder(Encoder):
     """
 
     input_kinds = ("sequence",)
+    takes_step_mask = True
 
     def __init__(
         self,
@@ -99,7 +100,7 @@ class SequenceTransformerEncoder(Encoder):
         for block in self.blocks:
             tokens = block(tokens, mask, training=training)
         tokens = self.norm(tokens)
-        return {"tokens": tokens, "mask": mask, "pooled": masked_mean(tokens, mask)}
+        return self.outputs(masked_mean(tokens, mask), tokens, mask)
 
     def get_config(self) -> dict:
         return {

@@ -35,11 +35,15 @@ class Fusion(keras.layers.Layer):
     """Base class of the registered fusions.
 
     Class attributes: ``level`` (one of :data:`LEVELS`), ``returns_weights`` (whether ``call``
-    returns ``modality_weights``), ``paper`` (reference, for the README table).
+    returns ``modality_weights``), ``uses_tokens`` (whether ``call`` reads the encoders'
+    ``tokens`` and ``mask``; when False the backbone builds its encoders with
+    ``return_tokens=False``, so they return ``pooled`` only and create no token-only weights),
+    ``paper`` (reference, for the README table).
     """
 
     level: str = "intermediate"
     returns_weights: bool = False
+    uses_tokens: bool = False
     paper: str = ""
 
     def __init__(self, embed_dim: int = 64, **kwargs) -> None:

@@ -48,7 +48,9 @@ def check_inputs(
     for m, feature in enumerate(features_shape):
         missing = [key for key in keys if not isinstance(feature, dict) or key not in feature]
         if missing:
-            raise ValueError(f"{name}: features[{m}] lacks {missing} (needs {list(keys)})")
+            hint = ("; a fusion that reads tokens sets uses_tokens = True, so the encoders "
+                    "return them" if {"tokens", "mask"} & set(missing) else "")
+            raise ValueError(f"{name}: features[{m}] lacks {missing} (needs {list(keys)}){hint}")
     num_modalities = len(features_shape)
     if len(presence_shape) != 2 or presence_shape[-1] not in (None, num_modalities):
         raise ValueError(f"{name}: presence must be [batch, {num_modalities}] (one column per "

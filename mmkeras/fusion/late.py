@@ -3,6 +3,13 @@
 Four combinations share :class:`LateFusion` (the per-modality heads): ``late_mean``,
 ``late_weighted``, ``late_product`` and ``late_stacking``. ``fused`` is the combined class
 probabilities ``[B, num_classes]`` (float32, rows sum to 1): the task adds no head of its own.
+
+Trained jointly by default. ``unimodal={modality: run folder}`` stacks on frozen unimodal models
+instead: :class:`~mmkeras.models.backbone.FusionBackbone` loads each named modality's encoder and
+head from a run trained on that modality alone (``modalities=[m] fusion=late_mean``) and freezes
+them (:meth:`LateFusion.freeze_head`), so e.g. ``late_stacking`` trains its stacking Dense only::
+
+    fusion: {name: late_stacking, unimodal: {vibration: runs/vib, environment: runs/env}}
 """
 
 from __future__ import annotations
@@ -19,15 +26,21 @@ class LateFusion(Fusion):
 
     Subclasses implement ``combine(logits [B, M, K] float32, presence) -> dict``; absent
     modalities' logits are there (computed from zeros) and must be excluded.
+
+    ``unimodal``: ``{modality: run folder or model.keras}`` of trained single-modality models
+    whose encoders and heads the backbone loads and freezes (kept in the config as the record of
+    where they came from; the layer itself only freezes heads, see :meth:`freeze_head`).
     """
 
     level = "late"
 
-    def __init__(self, num_classes: int, embed_dim: int = 64, **kwargs) -> None:
+    def __init__(self, num_classes: int, embed_dim: int = 64,
+                 unimodal: dict[str, str] | None = None, **kwargs) -> None:
         super().__init__(embed_dim=embed_dim, **kwargs)
         if int(num_classes) < 2:
             raise ValueError(f"{type(self).__name__}: num_classes must be >= 2, got {num_classes}")
         self.num_classes = int(num_classes)
+        self.unimodal = {str(k): str(v) for k, v in (unimodal or {}).items()}
 
     def build(self, features_shape, presence_shape) -> None:
         self.num_modalities = check_inputs(self, features_shape, presence_shape, ("pooled",))
@@ -36,6 +49,13 @@ class LateFusion(Fusion):
             head = keras.layers.Dense(self.num_classes, name=f"head_{m}")
             head.build((None, feature["pooled"][-1]))
             self.heads.append(head)
+
+    def freeze_head(self, index: int) -> None:
+        """Stop training modality ``index``'s head (the layer must be built)."""
+        if not self.built or not 0 <= index < len(self.heads):
+            raise ValueError(f"{type(self).__name__}.freeze_head({index}): build the layer "
+                             f"first; it has {len(getattr(self, 'heads', []))} heads")
+        self.heads[index].trainable = False
 
     def call(self, features, presence, training=None) -> dict:
         features = drop_absent(features, presence)
@@ -47,7 +67,8 @@ class LateFusion(Fusion):
         raise NotImplementedError
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "num_classes": self.num_classes}
+        return {**super().get_config(), "num_classes": self.num_classes,
+                "unimodal": dict(self.unimodal)}
 
 
 def _uniform_over_present(presence):

@@ -16,6 +16,8 @@ from mmkeras.models.backbone import FusionBackbone
 from mmkeras.models.end_to_end import InferenceModel, end_to_end
 from mmkeras.models.preprocessor import MultimodalPreprocessor, spec_to_dict
 from mmkeras.models.task import FusionClassifier
+from mmkeras.models.unimodal import load_unimodal, same_state
+from mmkeras.registry import split_spec
 
 INPUT_KINDS = {"timeseries": "sequence", "audio": "sequence", "image": "image",
                "text": "tokens", "tabular": "vector"}
@@ -40,6 +42,8 @@ def backbone_modalities(preprocessor: MultimodalPreprocessor) -> dict[str, dict[
             m["vocab_size"] = len(preprocessor.state[name]["vocabulary"]) + 2
         if spec.kind == "image" and spec.options.get("augment"):
             m["augment"] = dict(spec.options["augment"])
+        if name in preprocessor.step_masks:
+            m["step_mask"] = True
         described[name] = m
     return described
 
@@ -57,15 +61,28 @@ def build_models(
     tasks: dict[str, dict[str, Any]] | None = None,
     representation_penalty: float = 0.0,
     seed: int | None = None,
+    step_masks: list[str] | None = None,
 ) -> tuple[MultimodalPreprocessor, FusionClassifier]:
     """The fitted preprocessor and the task model for these modalities.
+
+    ``step_masks``: time-series modalities that take a ``<modality>_step_mask`` input (see
+    :class:`MultimodalPreprocessor`). A late fusion's ``unimodal`` models must have been
+    fitted on the same preprocessing statistics as ``state``.
 
     Example:
         pre, task = build_models(dataset.modalities, state, 4, fusion="gated")
         model = end_to_end(pre, task)
     """
+    _, fusion_kwargs = split_spec(fusion, "fusion")
+    for name, path in (fusion_kwargs.get("unimodal") or {}).items():
+        if name in state and not same_state(load_unimodal(path, name, num_classes).state,
+                                            state[name]):
+            raise ValueError(f"unimodal model of {name!r} ({path}) was fitted on other "
+                             f"preprocessing statistics than this run: train it on the same "
+                             f"dataset and training split")
     preprocessor = MultimodalPreprocessor(
-        {n: spec_to_dict(s) for n, s in modalities.items()}, state, name="preprocessor"
+        {n: spec_to_dict(s) for n, s in modalities.items()}, state, step_masks=step_masks,
+        name="preprocessor"
     )
     backbone = FusionBackbone(
         backbone_modalities(preprocessor), encoders=encoders, fusion=fusion,

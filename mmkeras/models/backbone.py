@@ -2,12 +2,22 @@
 
 Like KerasHub's ``Backbone``, it is a functional ``keras.Model`` built in ``__init__`` from plain
 arguments, so ``get_config`` is just those arguments and a saved model is rebuilt exactly.
-Inputs are the preprocessor's outputs: one feature tensor per modality and one presence flag
-``<modality>_present`` (``[batch, 1]``; 0 = absent). Outputs: ``{"fused": ...}`` plus
-``modality_weights`` when the fusion returns them.
+Inputs are the preprocessor's outputs: one feature tensor per modality, one presence flag
+``<modality>_present`` (``[batch, 1]``; 0 = absent) and, for series described with
+``"step_mask": True``, a step mask ``<modality>_step_mask`` (``[batch, T]``; 1 = observed step,
+0 = imputed) that goes to the encoder as ``step_mask`` when it takes one
+(``Encoder.takes_step_mask``; early fusions and other encoders see the imputed values as they
+are). Outputs: ``{"fused": ...}`` plus ``modality_weights`` when the fusion returns them.
 
 Encoders and fusions are chosen by registered name (see :mod:`mmkeras.registry`); each
-modality's encoder defaults by what it receives (:data:`DEFAULT_ENCODERS`).
+modality's encoder defaults by what it receives (:data:`DEFAULT_ENCODERS`). Encoders are built
+with ``return_tokens=fusion.uses_tokens``: under a fusion that reads pooled vectors only they
+create no token weights.
+
+A late fusion's ``unimodal`` argument (``{modality: run folder or model.keras}``, each a model
+trained on that modality alone with a late fusion, e.g. ``fusion=late_mean``) makes a stacking
+on frozen unimodal models: those modalities' encoders and per-modality heads start from the
+saved ones and are frozen, so only the combination (e.g. ``late_stacking``'s Dense) trains.
 
 Example:
     >>> backbone = FusionBackbone(
@@ -26,7 +36,8 @@ import keras
 
 from mmkeras.data.image import ImageAugmentation
 from mmkeras.fusion.modality_dropout import ModalityDropout
-from mmkeras.models.preprocessor import PRESENT_SUFFIX
+from mmkeras.models.preprocessor import PRESENT_SUFFIX, STEP_MASK_SUFFIX
+from mmkeras.models.unimodal import load_unimodal, merge_encoder_spec
 from mmkeras.registry import ENCODERS, FUSIONS, split_spec
 
 # Encoder used when the config names none, by what the encoder receives.
@@ -52,14 +63,19 @@ class FusionBackbone(keras.Model):
 
     Args:
         modalities: ``{name: {"input_kind": sequence|image|tokens|vector, "shape": [...],
-            "dtype": ..., "spectral": bool, "vocab_size": int, "augment": {...}}}`` in order;
-            ``shape`` is the feature shape after preprocessing, without the batch axis.
+            "dtype": ..., "spectral": bool, "vocab_size": int, "augment": {...},
+            "step_mask": bool}}`` in order; ``shape`` is the feature shape after
+            preprocessing, without the batch axis; ``step_mask`` adds the input
+            ``<name>_step_mask`` ``[batch, shape[0]]`` (sequences only).
         encoders: ``{name: encoder name or {"name": ..., **kwargs}}``; missing ones default.
         fusion: fusion name or ``{"name": ..., **kwargs}``.
         embed_dim: width of every encoder's tokens and of the fused vector.
         modality_dropout: probability of marking a present modality absent while training.
         num_classes: needed by late fusions (their per-modality heads).
         seed: seed of the modality dropout.
+        load_unimodal_weights: read the weights of a late fusion's ``unimodal`` models
+            (``from_config`` passes False: a saved model restores its own weights, and needs no
+            such file).
     """
 
     def __init__(
@@ -71,6 +87,7 @@ class FusionBackbone(keras.Model):
         modality_dropout: float = 0.0,
         num_classes: int | None = None,
         seed: int | None = None,
+        load_unimodal_weights: bool = True,
         **kwargs: Any,
     ) -> None:
         encoders = dict(encoders or {})
@@ -84,6 +101,15 @@ class FusionBackbone(keras.Model):
             if num_classes is None:
                 raise ValueError(f"fusion {fusion_name!r} is a late fusion: give num_classes")
             fusion_kwargs = {"num_classes": num_classes, **fusion_kwargs}
+        unimodal = dict(fusion_kwargs.get("unimodal") or {})
+        stray = sorted(set(unimodal) - set(modalities))
+        if stray:
+            raise ValueError(f"fusion {fusion_name!r}: unimodal models given for unknown "
+                             f"modalities {stray}; modalities: {list(modalities)}")
+        sources = {name: load_unimodal(path, name, num_classes)
+                   for name, path in unimodal.items()} if load_unimodal_weights else {}
+        for name, source in sources.items():
+            encoders[name] = merge_encoder_spec(encoders.get(name), source.encoder, name)
         fusion_layer = fusion_cls(**{"embed_dim": embed_dim, **fusion_kwargs}, name="fusion")
 
         inputs: dict[str, keras.KerasTensor] = {}
@@ -92,6 +118,13 @@ class FusionBackbone(keras.Model):
                                        name=name)
         for name in modalities:
             inputs[name + PRESENT_SUFFIX] = keras.Input((1,), name=name + PRESENT_SUFFIX)
+        for name, m in modalities.items():
+            if m.get("step_mask"):
+                if m["input_kind"] != "sequence":
+                    raise ValueError(f"modality {name!r}: step_mask applies to sequences, not "
+                                     f"{m['input_kind']!r} inputs")
+                inputs[name + STEP_MASK_SUFFIX] = keras.Input(
+                    (m["shape"][0],), name=name + STEP_MASK_SUFFIX)
         presence = keras.layers.Concatenate(name="presence")(
             [inputs[n + PRESENT_SUFFIX] for n in modalities]
         ) if len(modalities) > 1 else inputs[next(iter(modalities)) + PRESENT_SUFFIX]
@@ -100,6 +133,7 @@ class FusionBackbone(keras.Model):
                                        name="modality_dropout")(presence)
 
         features = []
+        built: dict[str, keras.layers.Layer] = {}
         for name, m in modalities.items():
             x = inputs[name]
             if m.get("augment"):
@@ -108,12 +142,26 @@ class FusionBackbone(keras.Model):
             if early_raw:
                 features.append({"raw": x})
                 continue
-            encoder = self._encoder(name, m, encoders.get(name), embed_dim)
-            encoded = encoder(x)
+            encoder = self._encoder(name, m, encoders.get(name), embed_dim,
+                                    fusion_cls.uses_tokens)
+            step_mask = inputs.get(name + STEP_MASK_SUFFIX) if encoder.takes_step_mask else None
+            encoded = encoder(x, step_mask=step_mask)
+            built[name] = encoder
             features.append({"raw": encoded["pooled"]} if fusion_cls.level == "early"
                             else encoded)
         outputs = fusion_layer(features, presence)
+        order = list(modalities)
+        for name in unimodal:  # frozen: only the combination trains
+            built[name].trainable = False
+            fusion_layer.freeze_head(order.index(name))
+        for name, source in sources.items():
+            built[name].set_weights(source.encoder_weights)
+            fusion_layer.heads[order.index(name)].set_weights(source.head_weights)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        if unimodal and not self.trainable_weights:
+            raise ValueError(f"fusion {fusion_name!r} with every modality's unimodal model "
+                             f"frozen has nothing left to train: use late_stacking or "
+                             f"late_weighted, or leave a modality out of 'unimodal'")
         self.modalities = {n: dict(m) for n, m in modalities.items()}
         self.encoders = encoders
         self.fusion = fusion
@@ -124,7 +172,8 @@ class FusionBackbone(keras.Model):
         self.seed = seed
 
     @staticmethod
-    def _encoder(name: str, modality: dict, spec: str | dict | None, embed_dim: int):
+    def _encoder(name: str, modality: dict, spec: str | dict | None, embed_dim: int,
+                 return_tokens: bool):
         enc_name, enc_kwargs = split_spec(spec or default_encoder(modality), f"encoder of {name}")
         cls = ENCODERS.get(enc_name)
         kind = modality["input_kind"]
@@ -133,7 +182,8 @@ class FusionBackbone(keras.Model):
                              f"{list(cls.input_kinds)} inputs, but {name!r} gives {kind!r}")
         if kind == "tokens":
             enc_kwargs = {"vocab_size": modality["vocab_size"], **enc_kwargs}
-        return cls(**{"embed_dim": embed_dim, **enc_kwargs}, name=f"{name}_encoder")
+        return cls(**{"embed_dim": embed_dim, **enc_kwargs, "return_tokens": return_tokens},
+                   name=f"{name}_encoder")
 
     def get_config(self) -> dict:
         return {
@@ -150,4 +200,4 @@ class FusionBackbone(keras.Model):
 
     @classmethod
     def from_config(cls, config: dict) -> FusionBackbone:
-        return cls(**config)
+        return cls(**config, load_unimodal_weights=False)
