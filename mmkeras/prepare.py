@@ -59,7 +59,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--schema", required=True, help="schema YAML "
                         "(see data_pipelines/schemas/example.yaml)")
     parser.add_argument("--out", required=True, help="output folder (new or empty)")
-    parser.add_argument("--num-shards", type=int, default=4, help="shards per split (default 4)")
+    parser.add_argument("--num-shards", type=int, default=4,
+                        help="shards per split (default 4); one worker sorts a shard's examples "
+                             "in memory, so aim for shards of 100-200 MB")
     return parser.parse_known_args(argv)
 
 

@@ -389,3 +389,7 @@ def test_streaming_split_is_never_held_in_memory(avdigits_prepared: Path) -> Non
     assert features["audio"].shape[0] == 16 and features["audio"].shape[-1] == 40
     assert targets["probabilities"].dtype == tf.int32
     assert not dataset.splits["train"]._arrays  # nothing was loaded into memory
+    audio_only = dataset.select(["audio"])
+    inputs, label = next(iter(audio_only.stream("val", 4)))
+    assert list(inputs) == ["audio"] and list(audio_only.info["preprocessing"]) == ["audio"]
+    assert label.shape == (4,) and audio_only.num_examples("val") == 20
