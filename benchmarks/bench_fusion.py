@@ -14,7 +14,8 @@ presence inputs (the run's ``evaluation.json``).
 out); means and standard deviations are then over every (fold, seed) run.
 
 Finished runs are appended to ``<out>.runs.jsonl`` and reused when the same command is run
-again, so a long benchmark can be stopped and continued.
+again, so a long benchmark can be stopped and continued; ``--cached-only`` trains nothing and
+tables the finished runs (the ``runs`` column says how many each model has).
 
 Usage:
     python benchmarks/bench_fusion.py --dataset machine --seeds 3 --out benchmarks/fusion_machine.md
@@ -76,6 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="extra config override for every run (repeatable)")
     p.add_argument("--work", help="folder for the run folders (default: a temporary one)")
     p.add_argument("--out", default="fusion_benchmark.md", help="markdown table to write")
+    p.add_argument("--cached-only", action="store_true",
+                   help="train nothing: summarise the runs of <out>.runs.jsonl that match")
     return p.parse_args(argv)
 
 
@@ -280,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
                 overrides = fold_args + extra + [f"seed={seed}"]
                 key = {"config": config, "overrides": overrides}
                 cached = next((r for r in done if r["key"] == key), None)
+                if cached is None and args.cached_only:
+                    continue
                 if cached is None:
                     tag = f"{kind}-{name}-f{fold}-s{seed}"
                     rec = run_one(config, overrides, dataset, work / tag)
