@@ -10,6 +10,7 @@ Beam pipeline option, passed through unchanged.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from typing import NoReturn
@@ -68,6 +69,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     """Run the preparation; print the counts and where the report is."""
     args, beam_args = parse_args(argv)  # first: --help needs neither Beam nor TensorFlow
+    # Beam warns at import that its optional Google Cloud clients are missing: irrelevant here
+    logging.getLogger().addFilter(lambda record: "apitools" not in record.getMessage())
     from mmkeras.data.beam_prepare import LOCAL_OPTIONS, prepare
     from mmkeras.data.quarantine import DataError
 

@@ -57,17 +57,31 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
+import keras
 import numpy as np
+import tensorflow as tf
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from mmkeras.data.align import align_streams, fixed_rate_grid
+from mmkeras.data.audio import read_audio
 from mmkeras.data.download import sha256_file
+from mmkeras.data.image import decode_image
 from mmkeras.data.impute import impute
-from mmkeras.data.manifest import _label_key, open_manifest, read_stream, validate_row
+from mmkeras.data.manifest import (
+    _label_key,
+    open_manifest,
+    read_stream,
+    read_stream_window,
+    validate_row,
+)
 from mmkeras.data.prepare_schema import SPLITS, PrepareSchema, load_schema
+from mmkeras.data.preprocessing import TEXT_DEFAULTS, fixed_transform
 from mmkeras.data.quarantine import EmptyDataError, Quarantine
+from mmkeras.data.standardize import RunningStats, Standardizer
 from mmkeras.data.tfrecord import serialize_example, shard_name, write_schema
 from mmkeras.data.windowing import sliding_windows, window_starts
+from mmkeras.models.preprocessor import spec_from_dict
 
 __all__ = ["LOCAL_OPTIONS", "PreprocessingStats", "prepare", "stored_features"]
 
@@ -110,7 +124,7 @@ class ReadRow(beam.DoFn):
         self.schema, self.manifest = schema, manifest
 
     def setup(self) -> None:
-        self.fields = {n: f for n, f in self.schema.manifest_schema().fields.items()}
+        self.fields = dict(self.schema.manifest_schema().fields)
         self.base = Path(os.path.abspath(self.manifest)).parent
 
     def process(self, element: tuple[int, dict[str, Any]]) -> Iterator[Any]:
@@ -237,9 +251,6 @@ def _count(name: str, n: int = 1) -> None:
 def _row_modality(name: str, m: Any, shape: tuple[int, ...], values: dict[str, Any]
                   ) -> dict[str, Any]:
     """The raw input of one per-row modality from :func:`validate_row`'s values."""
-    from mmkeras.data.audio import read_audio
-    from mmkeras.data.manifest import read_stream_window
-
     if m.kind == "numeric":
         cols = [f"{name}_{i}" for i in range(shape[0])] if m.shape else [name]
         cells = [values.get(c) for c in cols]
@@ -257,10 +268,6 @@ def _row_modality(name: str, m: Any, shape: tuple[int, ...], values: dict[str, A
             value = np.zeros(shape, np.float32)
             value[: clip.size] = clip
         elif m.kind == "image":
-            import tensorflow as tf
-
-            from mmkeras.data.image import decode_image
-
             image = decode_image(tf.io.read_file(cell), shape[2])
             value = tf.image.resize_with_crop_or_pad(image, shape[0], shape[1]).numpy()
         else:  # a stream window of the row
@@ -330,9 +337,6 @@ class PreprocessingStats(beam.CombineFn):
         return acc
 
     def extract_output(self, acc: dict[str, Any]) -> dict[str, Any]:
-        from mmkeras.data.preprocessing import TEXT_DEFAULTS
-        from mmkeras.data.standardize import Standardizer
-
         state, ranges = {}, {}
         for name, spec in self.specs.items():
             part = acc[name]
@@ -354,8 +358,6 @@ class PreprocessingStats(beam.CombineFn):
     def _flush(self, name: str, part: dict[str, Any]) -> None:
         if not part["pending"]:
             return
-        from mmkeras.data.standardize import RunningStats
-
         spec = self.specs[name]
         batch = np.stack(part["pending"]).astype(np.float32)
         part["pending"] = []
@@ -365,8 +367,6 @@ class PreprocessingStats(beam.CombineFn):
             part["raw"].update(raw)
         transform = _transform(json.dumps(spec, sort_keys=True))
         if transform is not None:
-            import keras
-
             batch = keras.ops.convert_to_numpy(transform(batch))
         part["stats"] = part["stats"] or RunningStats(0)
         part["stats"].update(batch)
@@ -378,17 +378,12 @@ _TRANSFORMS: dict[str, Any] = {}
 def _transform(spec_json: str) -> Any:
     """The modality's fixed front end, built once per worker process."""
     if spec_json not in _TRANSFORMS:
-        from mmkeras.data.preprocessing import fixed_transform
-        from mmkeras.models.preprocessor import spec_from_dict
-
         _TRANSFORMS[spec_json] = fixed_transform(spec_from_dict(json.loads(spec_json)))
     return _TRANSFORMS[spec_json]
 
 
 def _tokens(text: str) -> list[str]:
     """``TextVectorization``'s default standardisation and whitespace split."""
-    import tensorflow as tf
-
     text = tf.strings.regex_replace(tf.strings.lower(text),
                                     r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']', "")
     return [t.decode() for t in tf.strings.split(text).numpy()]
@@ -403,8 +398,6 @@ class WriteShard(beam.DoFn):
         self.out, self.num_shards = out, num_shards
 
     def process(self, element: tuple[tuple[str, int], Any]) -> Iterator[tuple[str, dict]]:
-        import tensorflow as tf
-
         (split, shard), items = element
         folder = Path(self.out) / split
         folder.mkdir(parents=True, exist_ok=True)
@@ -488,8 +481,6 @@ def build(pipeline: beam.Pipeline, manifest: str, schema: PrepareSchema, out: st
 
 def _counters(result: beam.runners.runner.PipelineResult) -> dict[str, int] | None:
     """The window counters of a finished run (None if the runner reports no metrics)."""
-    from apache_beam.metrics.metric import MetricsFilter
-
     try:
         found = result.metrics().query(MetricsFilter().with_namespace(METRICS))["counters"]
     except (NotImplementedError, KeyError):
