@@ -113,16 +113,20 @@ def test_pooled_fusion_trains_every_weight_and_builds_no_token_weights(tiny_mach
     gradients = [str(w.message) for w in caught if "Gradients do not exist" in str(w.message)]
     assert gradients == []
     backbone = task.backbone
-    token_only = {"vibration": (64 + 1) * 8, "audio": (128 + 1) * 8, "environment": (64 + 1) * 8,
-                  "notes": 0}  # the default encoders' token projections at embed_dim 8
+    kinds = {n: type(backbone.get_layer(f"{n}_encoder")).registered_name
+             for n in tiny_machine.modalities}
+    assert kinds == {"vibration": "spectrogram_cnn", "audio": "spectrogram_cnn",
+                     "environment": "conv1d", "notes": "text_bag"}
     shapes = {n: (None, *m["shape"]) for n, m in backbone.modalities.items()}
-    for name, dropped in token_only.items():
+    for name in kinds:
         encoder = backbone.get_layer(f"{name}_encoder")
         assert encoder.return_tokens is False
         with_tokens = type(encoder).from_config({**encoder.get_config(), "return_tokens": True})
         with_tokens.build(shapes[name])
+        # the token projection Dense(embed_dim) of the last feature map, none for text_bag
+        dropped = 0 if name == "notes" else (encoder.filters[-1] + 1) * 8
         assert with_tokens.count_params() - encoder.count_params() == dropped, name
     _, cross = build_models(tiny_machine.modalities, state, 4, fusion="cross_attention",
                             embed_dim=8)
-    assert all(cross.backbone.get_layer(f"{n}_encoder").return_tokens for n in token_only)
+    assert all(cross.backbone.get_layer(f"{n}_encoder").return_tokens for n in kinds)
     assert cross.count_params() > task.count_params()
