@@ -215,7 +215,10 @@ class ReadRow(beam.DoFn):
             if tol is not None:
                 kwargs["tolerance"] = tol
             methods[name] = kwargs
-        aligned = align_streams(streams, grid, methods)
+        try:
+            aligned = align_streams(streams, grid, methods)
+        except ValueError as err:
+            raise _RowError(f"bad stream: {err}") from err
         length, hop = schema.steps("length_s"), schema.steps("hop_s")
         starts = window_starts(grid.size, length, hop)
         if starts.size == 0:
