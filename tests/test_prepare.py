@@ -393,3 +393,65 @@ def test_streaming_split_is_never_held_in_memory(avdigits_prepared: Path) -> Non
     inputs, label = next(iter(audio_only.stream("val", 4)))
     assert list(inputs) == ["audio"] and list(audio_only.info["preprocessing"]) == ["audio"]
     assert label.shape == (4,) and audio_only.num_examples("val") == 20
+
+
+def test_windowed_recordings_with_an_optional_stream_and_a_row_value(tmp_path: Path) -> None:
+    """Float-second streams: the optional one absent in a row (zeros, present 0), a per-row
+    number repeated in every window, a recording with unsorted timestamps quarantined."""
+    from mmkeras.data.align import align, fixed_rate_grid
+    from mmkeras.data.windowing import sliding_windows
+
+    rng = np.random.default_rng(0)
+    t_a = np.sort(rng.uniform(0.0, 4.0, 200))
+    a = np.column_stack([t_a, np.sin(3 * t_a), t_a ** 2])
+    t_b = np.arange(0.1, 3.9, 0.05)
+    b = np.column_stack([t_b, np.cos(t_b)])
+    np.savetxt(tmp_path / "a.csv", a, delimiter=",")
+    np.savetxt(tmp_path / "b.csv", b, delimiter=",")
+    np.savetxt(tmp_path / "a_unsorted.csv", a[::-1], delimiter=",")
+    pd.DataFrame({"a_path": ["a.csv", "a.csv", "a_unsorted.csv"], "b_path": ["b.csv", "", ""],
+                  "age": ["31", "47", "50"], "y": ["walk", "run", "walk"],
+                  "who": ["p1", "p2", "p3"]}).to_csv(tmp_path / "m.csv", index=False)
+    schema = PrepareSchema.model_validate({
+        "modalities": {
+            "a": {"kind": "stream", "channels": 2, "align": {"method": "linear"}},
+            "b": {"kind": "stream", "channels": 1, "required": False,
+                  "align": {"method": "nearest", "tolerance": 0.03}, "impute": "zero"},
+            "age": {"kind": "numeric"},
+        },
+        "label": {"column": "y", "classes": ["walk", "run"]},
+        "split": {"column": "who", "fractions": {"train": 1, "val": 0, "test": 0},
+                  "assign": {"val": ["p2"], "test": ["p3"]}},
+        "timeline": {"rate_hz": 10}, "window": {"length_s": 1.0, "hop_s": 0.5},
+    })
+    with pytest.raises(EmptyDataError, match="split 'test'"):
+        prepare(tmp_path / "m.csv", schema, tmp_path / "out", IN_PROCESS)
+    report = pd.read_csv(tmp_path / "out" / "quarantine.csv")
+    assert report["record"].tolist() == [f"{tmp_path / 'm.csv'}:row 2 "
+                                         f"({tmp_path / 'a_unsorted.csv'})"]
+    assert report["reason"][0].startswith("non-monotonic timestamps: row 1")
+
+    from mmkeras.data.tfrecord import read_tfrecords
+
+    def examples(split: str) -> dict[str, np.ndarray]:
+        batches = list(read_tfrecords(tmp_path / "out" / split, batch_size=1000)
+                       .as_numpy_iterator())
+        return batches[0]
+
+    # row 0: both streams, on the grid over their common span
+    start, stop = max(t_a[0], t_b[0]), min(t_a[-1], t_b[-1])
+    grid = fixed_rate_grid(float(start), float(np.nextafter(stop, np.inf)), 10)
+    want_a = sliding_windows(align(t_a, a[:, 1:], grid, "linear").values, 10, 5)
+    nearest = align(t_b, b[:, 1:], grid, "nearest", tolerance=0.03)
+    want_b = sliding_windows(np.where(nearest.mask[:, None], nearest.values, 0.0), 10, 5)
+    train = examples("train")
+    order = np.argsort(train["start_s"])
+    np.testing.assert_allclose(train["a"][order], want_a, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(train["b"][order], want_b, rtol=1e-6, atol=1e-6)
+    assert (train["b_present"] == 1).all() and (train["age"] == 31).all()
+    # row 1: b absent: the timeline is a's alone
+    val = examples("val")
+    grid = fixed_rate_grid(float(t_a[0]), float(np.nextafter(t_a[-1], np.inf)), 10)
+    assert len(val["a"]) == len(sliding_windows(grid, 10, 5))
+    assert (val["b_present"] == 0).all() and not val["b"].any() and (val["age"] == 47).all()
+    assert (val["label"] == 1).all()
