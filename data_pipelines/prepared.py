@@ -12,7 +12,7 @@ Example:
 from __future__ import annotations
 
 from mmkeras.data.prepared import PreparedDataset
-from mmkeras.data.quarantine import BadRecordError
+from mmkeras.data.quarantine import BadRecordError, DataError
 
 
 def load(path: str | None = None, strict: bool = False, shuffle_buffer: int = 1024,
@@ -27,8 +27,8 @@ def load(path: str | None = None, strict: bool = False, shuffle_buffer: int = 10
         verify: check each shard's sha256 once before reading it.
     """
     if path is None:
-        raise ValueError("dataset=prepared needs dataset_args.path=DIR: the --out folder of "
-                         "python -m mmkeras.prepare")
+        raise DataError("dataset=prepared needs dataset_args.path=DIR: the --out folder of "
+                        "python -m mmkeras.prepare")
     dataset = PreparedDataset(path, shuffle_buffer=shuffle_buffer, verify=verify)
     quarantine = dataset.info["quarantine"]
     if strict and len(quarantine):

@@ -455,3 +455,13 @@ def test_windowed_recordings_with_an_optional_stream_and_a_row_value(tmp_path: P
     assert len(val["a"]) == len(sliding_windows(grid, 10, 5))
     assert (val["b_present"] == 0).all() and not val["b"].any() and (val["age"] == 47).all()
     assert (val["label"] == 1).all()
+
+
+def test_prepared_dataset_errors_say_what_to_do(tmp_path: Path) -> None:
+    from data_pipelines import load_dataset
+    from mmkeras.data.quarantine import DataError
+
+    with pytest.raises(DataError, match=r"needs dataset_args\.path=DIR"):
+        load_dataset("prepared")
+    with pytest.raises(DataError, match=r"not a prepared folder.*python -m mmkeras\.prepare"):
+        load_dataset("prepared", path=str(tmp_path))
