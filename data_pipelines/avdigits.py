@@ -61,10 +61,17 @@ Modalities (what the model's raw input is)
 * ``audio``: float32 ``[clip_samples]`` waveform in [-1, 1] (16-bit PCM / 32768), zero-padded
   at the end or cropped keeping the start (the rule of :func:`mmkeras.data.audio.pad_or_crop`;
   8000 samples = 1 s keeps all but the tails of 20 clips). Options: ``sample_rate`` 8000,
-  ``n_fft`` 256, ``hop_length`` 128, ``n_mels``: the model's in-graph log-mel front end.
+  ``n_fft`` 256, ``hop_length`` 128, ``n_mels`` (and ``top_db`` when given): the model's
+  in-graph log-mel front end.
 * ``image``: uint8 ``[28, 28, 1]`` MNIST digit (white on black). With ``augment=True`` the
   intermediate/late encoders get random shifts (10 %) and rotations (up to 18 degrees) during
   training only (:class:`mmkeras.data.image.ImageAugmentation`).
+
+Training-time augmentation is not part of the dataset: the run configuration's ``augment``
+field (:mod:`mmkeras.data.augment`; the shipped ``data_pipelines/configs/avdigits.yaml`` sets
+speed, shift, gain, noise and SpecAugment masks for the audio, rotation and translation for the
+images) acts on training batches in ``tf.data`` only. Without it the unseen test speaker is
+recognised from the audio far worse than the training speakers (see ``benchmarks/RESULTS.md``).
 
 Labels 0-9 (class names ``"0"``..``"9"``); metadata columns ``speaker``, ``file`` (WAV file
 name) and ``mnist_index`` (row in the MNIST t10k files).

@@ -97,6 +97,18 @@ def test_time_shift_moves_the_clip_and_fills_zeros():
         assert len(nonzero) == 100 - abs(shift)
 
 
+def test_speed_resamples_duration_and_pitch():
+    t = np.arange(8000) / 8000
+    tone = np.where(t < 0.5, np.sin(2 * np.pi * 400 * t), 0).astype(np.float32)
+    out = augment_waveforms(tf.constant(np.tile(tone, (8, 1))), SEED,
+                            _filled({"speed": 0.2})["audio"]).numpy()
+    length = np.array([np.flatnonzero(row).max() + 1 for row in out])
+    peak = np.array([np.abs(np.fft.rfft(row)).argmax() for row in out])  # Hz (1 s clips)
+    factor = 4000 / length  # played faster: shorter by the factor, higher by the same factor
+    assert np.all((factor > 0.8 - 1e-3) & (factor < 1.2 + 1e-3)) and factor.std() > 0.02
+    np.testing.assert_allclose(peak, 400 * factor, rtol=0.02)
+
+
 def test_gain_stays_in_range_and_noise_has_the_asked_snr(small):
     waves = tf.constant(small.splits["train"]["audio"][:32] * 0.1)  # no clipping after +6 dB
     out = augment_waveforms(waves, SEED, _filled({"gain_db": 6})["audio"]).numpy()
