@@ -13,9 +13,10 @@ import argparse
 import logging
 import os
 import sys
-from typing import NoReturn
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from mmkeras.cli import Parser, drop_chatter, native_stderr, one_line, positive_int
 
 EPILOG = """\
 manifest columns (one row per example, or per recording with a windowed schema):
@@ -42,25 +43,19 @@ message for a bad schema, manifest or empty split.
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message} (see python -m mmkeras.prepare --help)\n")
-
-
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     """Our options and the remaining (Beam) ones."""
-    parser = _Parser(
+    parser = Parser(
         prog="python -m mmkeras.prepare",
         description="Prepare a manifest into sharded TFRecords and training statistics "
                     "(Apache Beam).",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--manifest", required=True, help="CSV, Parquet or JSONL manifest")
     parser.add_argument("--schema", required=True, help="schema YAML "
                         "(see data_pipelines/schemas/example.yaml)")
     parser.add_argument("--out", required=True, help="output folder (new or empty)")
-    parser.add_argument("--num-shards", type=int, default=4,
+    parser.add_argument("--num-shards", type=positive_int, default=4,
                         help="shards per split (default 4); one worker sorts a shard's examples "
                              "in memory, so aim for shards of 100-200 MB")
     return parser.parse_known_args(argv)
@@ -71,15 +66,19 @@ def main(argv: list[str] | None = None) -> int:
     args, beam_args = parse_args(argv)  # first: --help needs neither Beam nor TensorFlow
     # Beam warns at import that its optional Google Cloud clients are missing: irrelevant here
     logging.getLogger().addFilter(lambda record: "apitools" not in record.getMessage())
-    from mmkeras.data.beam_prepare import LOCAL_OPTIONS, prepare
-    from mmkeras.data.quarantine import DataError
+    startup: list[str] = []
+    with native_stderr(startup):  # TensorFlow's C++ start-up lines, shown only if not chatter
+        from mmkeras.data.beam_prepare import LOCAL_OPTIONS, prepare
+        from mmkeras.data.quarantine import DataError
+    if kept := drop_chatter(startup):
+        print("\n".join(kept), file=sys.stderr)
 
     if not any(a.startswith("--runner") for a in beam_args):
         beam_args = [*LOCAL_OPTIONS, *beam_args]
     try:
         card = prepare(args.manifest, args.schema, args.out, beam_args, args.num_shards)
     except (ValueError, FileExistsError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(one_line(err), file=sys.stderr)
         return 1
     counts = card["num_examples"]
     print(f"prepared {args.out}: train/val/test {counts['train']}/{counts['val']}/"

@@ -19,7 +19,9 @@ from mmkeras.paths import EnvPathError, check_env
 
 EPILOG = """\
 overrides (key=value, values parsed as YAML):
-  dataset=machine            dataset module in data_pipelines/ (machine, avdigits, mobifall)
+  dataset=machine            dataset module in data_pipelines/ (machine, avdigits, mobifall,
+                             prepared: shards from python -m mmkeras.prepare, with
+                             dataset_args.path=DIR)
   dataset_args.n_machines=8  arguments of that dataset's load()
   fusion=sum                 a registered fusion (sum, concat, gated, attention, tensor, early,
                              late_mean, ...: see mmkeras.registry.FUSIONS); its arguments
