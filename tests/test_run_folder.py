@@ -135,6 +135,7 @@ def test_backup_restores_weights_optimizer_and_epoch(tmp_path):
     first = _model()
     early = keras.callbacks.EarlyStopping("val_loss", patience=5, restore_best_weights=True)
     backup = RunBackup(tmp_path / "backup", tmp_path / "history.csv", 2, early)
+    assert backup.restore(first) == 0
     first.fit(x, y, batch_size=16, epochs=2, validation_split=0.25, verbose=0,
               callbacks=[early, backup])
     weights, iterations = first.get_weights(), int(first.optimizer.iterations)
@@ -147,7 +148,10 @@ def test_backup_restores_weights_optimizer_and_epoch(tmp_path):
     backup2 = RunBackup(tmp_path / "backup", tmp_path / "history.csv", 3, early2)
     watch = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: seen.update(
         best=early2.best, best_epoch=early2.best_epoch, wait=early2.wait))
-    history = second.fit(x, y, batch_size=16, epochs=3, validation_split=0.25, verbose=0,
+    start = backup2.restore(second)
+    assert start == 2
+    history = second.fit(x, y, batch_size=16, epochs=3, initial_epoch=start,
+                         validation_split=0.25, verbose=0,
                          callbacks=[early2, backup2, snap, watch])
     assert list(snap.at) == [2] and list(history.epoch) == [2]
     restored, restored_iterations = snap.at[2]
@@ -161,8 +165,9 @@ def test_backup_restores_weights_optimizer_and_epoch(tmp_path):
 def test_backup_exact_optimizer_state(tmp_path):
     x, y = _data()
     first = _model()
-    first.fit(x, y, batch_size=16, epochs=1, verbose=0,
-              callbacks=[RunBackup(tmp_path / "b", tmp_path / "h.csv", 1)])
+    backup = RunBackup(tmp_path / "b", tmp_path / "h.csv", 1)
+    first.fit(x, y, batch_size=16, epochs=1, initial_epoch=backup.restore(first), verbose=0,
+              callbacks=[backup])
     expected = [v.numpy() for v in first.optimizer.variables]
     second = _model(seed=3)
 
@@ -171,8 +176,9 @@ def test_backup_exact_optimizer_state(tmp_path):
             self.state = [v.numpy() for v in self.model.optimizer.variables]
 
     check = Check()
-    second.fit(x, y, batch_size=16, epochs=1, verbose=0,
-               callbacks=[RunBackup(tmp_path / "b", tmp_path / "h.csv", 1), check])
+    backup = RunBackup(tmp_path / "b", tmp_path / "h.csv", 1)
+    second.fit(x, y, batch_size=16, epochs=1, initial_epoch=backup.restore(second), verbose=0,
+               callbacks=[backup, check])
     assert len(check.state) == len(expected)
     assert all(np.array_equal(a, b) for a, b in zip(check.state, expected, strict=True))
 
@@ -180,21 +186,33 @@ def test_backup_exact_optimizer_state(tmp_path):
 def test_corrupt_or_partial_backup_is_never_trusted(tmp_path):
     x, y = _data()
     model = _model()
-    model.fit(x, y, batch_size=16, epochs=1, verbose=0,
-              callbacks=[RunBackup(tmp_path / "backup", tmp_path / "history.csv", 1)])
+    backup = RunBackup(tmp_path / "backup", tmp_path / "history.csv", 1)
+    model.fit(x, y, batch_size=16, epochs=1, initial_epoch=backup.restore(model), verbose=0,
+              callbacks=[backup])
     weights = tmp_path / "backup" / "epoch-1.weights.h5"
     data = weights.read_bytes()
     weights.write_bytes(data[: len(data) // 2])  # what a kill mid-write would leave
     (tmp_path / "backup" / ".tmp-1-abcd-epoch-2.weights.h5").write_bytes(b"\0" * 100)
     fresh = _model(seed=2)
     snap = _Snapshot()
+    backup = RunBackup(tmp_path / "backup", tmp_path / "history.csv", 2)
     with pytest.warns(UserWarning, match="ignoring the unusable backup"):
-        fresh.fit(x, y, batch_size=16, epochs=2, verbose=0,
-                  callbacks=[RunBackup(tmp_path / "backup", tmp_path / "history.csv", 2), snap])
+        start = backup.restore(fresh)
+    assert start == 0
+    fresh.fit(x, y, batch_size=16, epochs=2, initial_epoch=start, verbose=0,
+              callbacks=[backup, snap])
     assert list(snap.at) == [0, 1] and snap.at[0][1] == 0  # started from scratch
     assert sorted(p.name for p in (tmp_path / "backup").iterdir()) == [
         "epoch-2.weights.h5", MANIFEST]
     assert len(read_history_csv(tmp_path / "history.csv")["loss"]) == 2
+
+
+def test_fit_without_restore_is_refused(tmp_path):
+    x, y = _data()
+    model = _model()
+    with pytest.raises(RuntimeError, match=r"restore\(model\) must run before fit"):
+        model.fit(x, y, epochs=1, verbose=0,
+                  callbacks=[RunBackup(tmp_path / "backup", tmp_path / "history.csv", 1)])
 
 
 def test_non_finite_loss_raises(tmp_path):

@@ -141,14 +141,17 @@ class EpochScalars(keras.callbacks.Callback):
             writer.close()
 
 
-class RunBackup(keras.callbacks.Callback):
-    """Crash-safe epoch backups in ``backup_dir`` and ``history.csv``; restore at train start.
+_NOT_YET = object()  # RunBackup.restore has not run for the coming fit
 
-    On ``on_train_begin`` a valid backup restores weights, optimizer state (its ``iterations``
-    included), the epoch to start from (``model._initial_epoch``, read by Keras ``fit``), the
-    history and ``early_stopping``'s state; a run that early stopping had ended trains no more
-    epochs. ``writer=False`` (a non-chief worker) restores but writes nothing; ``verbose``
-    prints what was restored. Put it after
+
+class RunBackup(keras.callbacks.Callback):
+    """Crash-safe epoch backups in ``backup_dir`` and ``history.csv``, and resuming from them.
+
+    :meth:`restore`, called before ``fit``, loads a valid backup's weights, optimizer state
+    (its ``iterations`` included) and history and returns the epoch to pass as
+    ``fit(initial_epoch=...)``; ``on_train_begin`` then restores ``early_stopping``'s state. A
+    run that early stopping had ended trains no more epochs. ``writer=False`` (a non-chief
+    worker) restores but writes nothing; ``verbose`` prints what was restored. Put it after
     ``EarlyStopping`` in the callback list.
     """
 
@@ -164,6 +167,7 @@ class RunBackup(keras.callbacks.Callback):
         self.verbose = verbose
         self.rows: list[dict[str, Any]] = []
         self.restored_epoch: int | None = None  # epochs finished before this fit started
+        self._restored: Any = _NOT_YET  # the manifest restore() found, until on_train_begin
 
     # -- reading ----------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any] | None:
@@ -187,33 +191,49 @@ class RunBackup(keras.callbacks.Callback):
         self.model.load_weights(self.dir / file)
         return self.model.get_weights()
 
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        manifest = self.manifest()
+    def restore(self, model: keras.Model) -> int:
+        """Load the last valid backup into the compiled ``model``; return the epoch to start at.
+
+        Restores weights, optimizer state and history now; ``early_stopping``'s state is put
+        back in ``on_train_begin`` (after ``EarlyStopping`` resets itself there). Call it
+        before ``fit`` and pass the result as ``fit(initial_epoch=...)``; 0 without a backup,
+        ``epochs`` when early stopping had ended the run.
+        """
+        self.set_model(model)
+        manifest = self._restored = self.manifest()
         if manifest is None:
             self.rows = []
             if self.writer:
                 self.history_path.unlink(missing_ok=True)
-            return
-        optimizer = self.model.optimizer
+            return 0
+        optimizer = model.optimizer
         if not optimizer.built:  # Keras builds it lazily, at the first step
-            with self.model.distribute_strategy.scope():
-                optimizer.build(self.model.trainable_variables)
-        es = self.early_stopping
-        if es is not None and manifest.get("best"):
-            es.best_weights = self._weights(manifest["best"]["file"])
-        self.model.load_weights(self.dir / manifest["latest"]["file"])
-        if es is not None and manifest.get("early_stopping"):
-            for key, value in manifest["early_stopping"].items():
-                setattr(es, key, value)
+            with model.distribute_strategy.scope():
+                optimizer.build(model.trainable_variables)
+        model.load_weights(self.dir / manifest["latest"]["file"])
         self.rows = manifest["history"]
-        epoch = int(manifest["epoch"])
-        self.restored_epoch = epoch
-        self.model._initial_epoch = self.epochs if manifest.get("stopped") else epoch
+        epoch = self.restored_epoch = int(manifest["epoch"])
         if self.verbose:
             step = int(keras.ops.convert_to_numpy(optimizer.iterations))
             print(f"resumed from {self.dir}: {epoch} epochs finished, optimizer step {step}")
         if self.writer:
             write_text(self.history_path, history_csv(self.rows))
+        return self.epochs if manifest.get("stopped") else epoch
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if self._restored is _NOT_YET:
+            raise RuntimeError("RunBackup.restore(model) must run before fit, whose "
+                               "initial_epoch is the epoch it returns")
+        manifest, self._restored = self._restored, _NOT_YET
+        es = self.early_stopping
+        if es is None or manifest is None:
+            return
+        if manifest.get("best"):
+            weights = self.model.get_weights()
+            es.best_weights = self._weights(manifest["best"]["file"])
+            self.model.set_weights(weights)
+        for key, value in (manifest.get("early_stopping") or {}).items():
+            setattr(es, key, value)
 
     # -- writing ----------------------------------------------------------------------------
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:

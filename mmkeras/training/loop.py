@@ -175,6 +175,7 @@ def fit_custom(
     *,
     validation_data: tf.data.Dataset | None = None,
     epochs: int = 1,
+    initial_epoch: int = 0,
     verbose: int = 0,
     callbacks: list[keras.callbacks.Callback] | None = None,
     strategy: tf.distribute.Strategy | None = None,
@@ -185,8 +186,8 @@ def fit_custom(
         model: compiled (under ``strategy.scope()``) Keras model.
         train_data: ``(inputs, targets)`` batches of the global batch size.
         validation_data: the same for validation, evaluated after every epoch (``val_`` logs).
-        epochs: last epoch (exclusive); a restoring callback (``BackupAndRestore``) may set
-            ``model._initial_epoch`` in ``on_train_begin`` to start later, as with ``fit``.
+        epochs: last epoch (exclusive).
+        initial_epoch: first epoch (to resume a run), as with ``fit``.
         verbose: 0 silent, 1 progress bar, 2 one line per epoch.
         callbacks: Keras callbacks; their train, epoch and batch hooks are called as ``fit``
             calls them, and ``model.stop_training`` ends training after the epoch.
@@ -212,7 +213,7 @@ def fit_custom(
     model.stop_training = False
     cbs.on_train_begin()
     logs: dict[str, float] = {}
-    for epoch in range(getattr(model, "_initial_epoch", None) or 0, epochs):
+    for epoch in range(initial_epoch, epochs):
         model.reset_metrics()
         cbs.on_epoch_begin(epoch)
         start = time.perf_counter()

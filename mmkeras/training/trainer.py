@@ -210,14 +210,16 @@ def _fit(cfg: Config, dataset: MultimodalDataset, strategy: tf.distribute.Strate
                                shuffle=True, seed=cfg.seed, augment=cfg.augment)
     val_ds = feature_dataset(preprocessor, dataset, "val", global_batch, plain["tasks"],
                              augment=cfg.augment)
+    start = backup.restore(trainee)
     if cfg.strategy == "multi_worker":  # Keras 3.15 fit fails there (keras-team/keras#20585)
         from mmkeras.training.loop import fit_custom
 
         fit_custom(trainee, train_ds, validation_data=val_ds, epochs=cfg.epochs,
-                   verbose=cfg.verbose, callbacks=callbacks, strategy=strategy)
+                   initial_epoch=start, verbose=cfg.verbose, callbacks=callbacks,
+                   strategy=strategy)
     else:
-        trainee.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, verbose=cfg.verbose,
-                    shuffle=False,  # the tf.data pipeline shuffles
+        trainee.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=start,
+                    verbose=cfg.verbose, shuffle=False,  # the tf.data pipeline shuffles
                     callbacks=callbacks)
     history = {k: [row[k] for row in backup.rows if k in row]
                for k in backup.rows[-1] if k != "epoch"} if backup.rows else {}
