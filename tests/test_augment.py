@@ -47,12 +47,13 @@ def _filled(audio=None, image=None) -> dict:
 def test_settings_are_completed_and_numbers_parsed():
     settings = check_settings({"audio": {"gain_db": "6", "noise_snr_db": ["-5", 20],
                                          "noise_prob": 0.5}, "image": None})
-    assert settings == {"audio": {"time_shift": 0.0, "gain_db": 6.0, "noise_snr_db": [-5.0, 20.0],
+    assert settings == {"audio": {"speed": 0.0, "time_shift": 0.0, "gain_db": 6.0,
+                                  "noise_snr_db": [-5.0, 20.0],
                                   "noise_prob": 0.5, "time_masks": 0, "time_mask_width": 0,
                                   "freq_masks": 0, "freq_mask_width": 0}}
     assert check_settings(None) == {} and check_settings({}) == {}
     cfg = resolve_config("data_pipelines/configs/avdigits.yaml", ["augment.image.rotation=1e1"])
-    assert cfg.augment["image"] == {"translation": 0.0, "rotation": 10.0}
+    assert cfg.augment["image"] == {"translation": 0.1, "rotation": 10.0}  # merged into the file
 
 
 @pytest.mark.parametrize("override, message", [
