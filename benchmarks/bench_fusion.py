@@ -208,7 +208,7 @@ def markdown(rows: list[dict], header: str) -> str:
         lines.append(
             f"| {name} | {r['runs']} | {pm(r, 'accuracy')} | {pm(r, 'macro_f1')} | "
             f"{pm(r, 'val_loss')} | {pm(r, 'val_accuracy')} | {r['params']:,} | "
-            f"{r['train_s']:.0f} | {r['latency_ms_b64']:.3f} | {r['latency_ms_b1']:.2f} |")
+            f"{r['train_s']:.1f} | {r['latency_ms_b64']:.3f} | {r['latency_ms_b1']:.2f} |")
     if fusions:
         modalities = list(fusions[0]["absent"])
         lines += ["", "Missing modality (test accuracy, mean over runs, with the named modality "

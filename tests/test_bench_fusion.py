@@ -1,0 +1,84 @@
+"""benchmarks/bench_fusion.py, reduced: 1 seed, 2 epochs, two fusions, one modality alone."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY_MACHINE
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_fusion.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_fusion", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cell(value: str) -> tuple[float, float]:
+    mean, std = (float(x) for x in value.split("±"))
+    return mean, std
+
+
+def _tables(text: str) -> list[list[list[str]]]:
+    """Markdown tables as rows of cells, the separator row left out."""
+    tables, current = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            if not line.startswith("|---"):
+                current.append([c.strip() for c in line.strip().strip("|").split("|")])
+        elif current:
+            tables.append(current)
+            current = []
+    return tables
+
+
+def test_reduced_benchmark_on_machine(bench, cache_dir, tmp_path, capsys):
+    out = tmp_path / "fusion.md"
+    argv = ["--dataset", "machine", "--seeds", "1", "--epochs", "2", "--fusions", "sum,early",
+            "--modalities", "environment", "--work", str(tmp_path / "runs"), "--out", str(out),
+            "--set", "modalities=[environment,notes]"]
+    argv += [f"--set=dataset_args.{k}={str(v).lower()}" for k, v in TINY_MACHINE.items()]
+    assert bench.main(argv) == 0
+    text = out.read_text()
+    assert text.startswith("`python benchmarks/bench_fusion.py --dataset machine")
+    main, absent, per_class = _tables(text)
+    assert main[0][:4] == ["model", "runs", "test accuracy", "macro-F1"]
+    names = [row[0] for row in main[1:]]
+    assert [n.split(" (")[0] for n in names] == ["environment alone", "sum", "early"]
+    assert names[1].startswith("sum") and names[1].endswith("(default)")
+    assert sum("(lowest val loss)" in n for n in names) == 1  # one fusion, never a modality
+    for row in main[1:]:
+        assert row[1] == "1"  # runs
+        (accuracy, std), (f1, _) = _cell(row[2]), _cell(row[3])
+        assert 0.0 <= accuracy <= 1.0 and 0.0 <= f1 <= 1.0 and std == 0.0
+        assert _cell(row[4])[0] > 0 and 0.0 <= _cell(row[5])[0] <= 1.0  # val loss, val acc
+        assert int(row[6].replace(",", "")) > 1000  # parameters
+        assert float(row[7]) > 0 and float(row[8]) > 0 and float(row[9]) > 0
+    assert absent[0] == ["fusion", "all present", "environment absent", "notes absent"]
+    assert [row[0] for row in absent[1:]] == ["sum", "early"]
+    assert all(0.0 <= float(c) <= 1.0 for row in absent[1:] for c in row[1:])
+    assert per_class[0] == ["model", "normal", "bearing_wear", "imbalance", "overheating"]
+    assert all(0.0 <= float(c) <= 1.0 for row in per_class[1:] for c in row[1:])
+    assert "chosen on validation (lowest mean val loss)" in text
+    assert "ratio best fusion / best alone" in text
+    records = [json.loads(x) for x in out.with_suffix(".runs.jsonl").read_text().splitlines()]
+    assert [(r["kind"], r["name"]) for r in records] == [
+        ("alone", "environment"), ("fusion", "sum"), ("fusion", "early")]
+    for r in records:
+        assert r["epochs_run"] == 2 and r["train_s"] > 0 and r["params"] > 0
+        assert r["modalities"] == (["environment"] if r["kind"] == "alone"
+                                   else ["environment", "notes"])
+        assert set(r["per_class_f1"]) == {"normal", "bearing_wear", "imbalance", "overheating"}
+    # The same command again reuses the finished runs: same table, no new training.
+    capsys.readouterr()
+    assert bench.main(argv) == 0
+    assert "test acc" not in capsys.readouterr().out  # printed only for newly trained runs
+    again = out.read_text()
+    assert again.split("\n", 1)[1] == text.split("\n", 1)[1]
