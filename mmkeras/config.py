@@ -281,20 +281,22 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
     target[keys[-1]] = value
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml_mapping(path: Path, what: str = "config file", option: str = "--config",
+                      error: type[ValueError] = ConfigError) -> dict[str, Any]:
+    """The mapping at the top of a YAML file; ``error`` names the file, line and problem."""
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist: check --config")
+        raise error(f"{what} {path} does not exist: check {option}")
     try:
         loaded = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"config file {where}: YAML syntax error: {problem}") from None
+        raise error(f"{what} {where}: YAML syntax error: {problem}") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
-        raise ConfigError(f"config file {path}: top level must be a mapping of field: value")
+        raise error(f"{what} {path}: top level must be a mapping of field: value")
     return loaded
 
 
@@ -313,7 +315,7 @@ def resolve_config(path: str | Path | None = None, overrides: list[str] | None =
     """
     data: dict[str, Any] = {}
     if path is not None:
-        loaded = _read_yaml(Path(path))
+        loaded = read_yaml_mapping(Path(path))
         for key in loaded:
             _known(str(key), f"config file {path}")
         data.update(loaded)

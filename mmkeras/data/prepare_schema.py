@@ -59,7 +59,6 @@ import math
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -79,6 +78,7 @@ from mmkeras.config import (
     PositiveInt,
     _choice,
     _closest,
+    read_yaml_mapping,
 )
 from mmkeras.data.align import METHODS as ALIGN_METHODS
 from mmkeras.data.dataset import ModalitySpec
@@ -336,18 +336,7 @@ def load_schema(path: str | Path) -> PrepareSchema:
         schema = load_schema("data_pipelines/schemas/example.yaml")
     """
     path = Path(path)
-    if not path.is_file():
-        raise SchemaError(f"schema file {path} does not exist: check --schema")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise SchemaError(f"schema file {where}: YAML syntax error: {problem}") from None
-    if not isinstance(data, dict):
-        raise SchemaError(f"schema file {path}: the top level must be a mapping (name, "
-                          "modalities, label, split, timeline, window)")
+    data = read_yaml_mapping(path, "schema file", "--schema", SchemaError)
     try:
         return PrepareSchema.model_validate(data)
     except ValidationError as err:
