@@ -100,8 +100,8 @@ def check_settings(settings: dict[str, Any] | None) -> dict[str, dict[str, Any]]
         Traceback (most recent call last):
         ...
         ValueError: config field 'augment.audio.gain': unknown setting; did you mean 'gain_db'? \
-Valid: speed, time_shift, gain_db, noise_snr_db, noise_prob, time_masks, time_mask_width, freq_masks, \
-freq_mask_width
+Valid: speed, time_shift, gain_db, noise_snr_db, noise_prob, time_masks, time_mask_width, \
+freq_masks, freq_mask_width
     """
     if settings is None:
         return {}
