@@ -79,6 +79,6 @@ def test_reduced_benchmark_on_machine(bench, cache_dir, tmp_path, capsys):
     # The same command again reuses the finished runs: same table, no new training.
     capsys.readouterr()
     assert bench.main(argv) == 0
-    assert "test acc" not in capsys.readouterr().out  # printed only for newly trained runs
+    assert "] test acc" not in capsys.readouterr().out  # "[run] test acc": new runs only
     again = out.read_text()
     assert again.split("\n", 1)[1] == text.split("\n", 1)[1]
