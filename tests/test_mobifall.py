@@ -39,12 +39,16 @@ GAP_NS = 100_000_000  # the README's definition of a real acc gap
 SMALL = [("SCH", s, 1) for s in (2, 3, 4)] + [("BSC", 2, 1)]
 
 
+def _folder(data_dir: Path, subdir: str, what: str) -> Path:
+    path = data_dir / subdir
+    if not path.is_dir():
+        pytest.fail(f"{what} not found at {path}; check MMKERAS_DATA_DIR={data_dir}")
+    return path
+
+
 @pytest.fixture(scope="module")
 def root(data_dir: Path) -> Path:
-    path = data_dir / SUBDIR
-    if not path.is_dir():
-        pytest.fail(f"MobiFall data not found at {path}; check MMKERAS_DATA_DIR={data_dir}")
-    return path
+    return _folder(data_dir, SUBDIR, "MobiFall data")
 
 
 @pytest.fixture(scope="module")
@@ -393,10 +397,7 @@ FALLS_ONLY = [1, 6, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 29, 30, 31]
 
 @pytest.fixture(scope="module")
 def full_root(data_dir: Path) -> Path:
-    path = data_dir / FULL_SUBDIR
-    if not path.is_dir():
-        pytest.fail(f"MobiFall full copy not found at {path}; check MMKERAS_DATA_DIR={data_dir}")
-    return path
+    return _folder(data_dir, FULL_SUBDIR, "MobiFall full copy")
 
 
 def test_full_copy_trials_and_subject_21_sdl_in_fol_folder(full_root: Path) -> None:
