@@ -13,9 +13,12 @@
 3. the row's group value picks its split (:meth:`PrepareSchema.split_of`: by hash, never by
    window);
 4. each split is written as sharded, checksummed TFRecords in the
-   :mod:`mmkeras.data.tfrecord` format: an example goes to the shard its key hashes to, and a
-   shard holds its examples sorted by key (row, window), so the files are the same on every
-   run and runner;
+   :mod:`mmkeras.data.tfrecord` format: a row's examples go to the shard its row number
+   hashes to, and a shard holds its examples sorted by (row, window), so the files are the
+   same on every run and runner. Each row is first written to its own part file (under
+   ``.parts/``, removed at the end) and only the part files' names are grouped by shard, so
+   no runner holds the serialized examples in memory (the DirectRunner keeps a
+   ``GroupByKey``'s values in the launcher's memory);
 5. the training split alone feeds :class:`PreprocessingStats`, a Beam ``CombineFn`` of the
    mergeable :class:`~mmkeras.data.standardize.RunningStats` (after the modality's fixed
    front end, e.g. the log-mel spectrogram) and of token counts (top-k vocabulary), written
@@ -52,6 +55,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -90,6 +94,7 @@ LOCAL_OPTIONS = ["--runner=DirectRunner", "--direct_num_workers=2",
 """The default pipeline options: DirectRunner with two worker processes."""
 COMPRESSION = "GZIP"
 METRICS = "mmkeras.prepare"
+PARTS = ".parts"  # per-row part files under the output folder, removed when the run ends
 _BATCH = 64  # examples per batch of a modality's fixed front end in the statistics
 
 
@@ -115,8 +120,8 @@ class _RowError(Exception):
 
 
 class ReadRow(beam.DoFn):
-    """``(row number, cells)`` -> ``(split, key, example)`` examples; bad rows -> ``quarantine``
-    ``(row number, record, reason)``."""
+    """``(row number, cells)`` -> ``(split, row number, [example, ...])`` (the row's examples in
+    window order); bad rows -> ``quarantine`` ``(row number, record, reason)``."""
 
     QUARANTINE = "quarantine"
 
@@ -145,10 +150,9 @@ class ReadRow(beam.DoFn):
             yield beam.pvalue.TaggedOutput(self.QUARANTINE, (n, *bad))
             return
         group = str(_label_key(group))
-        split = self.schema.split_of(group)
-        for i, example in enumerate(examples):
+        for example in examples:
             example.update(group=group, row=np.int64(n))
-            yield split, f"{n:012d}/{i:06d}", example
+        yield self.schema.split_of(group), n, examples
 
     def _examples(self, n: int, row: dict[str, Any], values: dict[str, Any]
                   ) -> Iterator[dict[str, Any]]:
@@ -393,23 +397,45 @@ def _tokens(text: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------- writing
+class WritePart(beam.DoFn):
+    """``(split, row number, examples)`` -> ``((split, shard), (row, part file, count))``: the
+    row's serialized examples in an uncompressed part file named by the row (a retried bundle
+    rewrites the same bytes), so only file names are grouped by shard, never examples."""
+
+    def __init__(self, parts: str, features: dict, num_shards: int) -> None:
+        self.parts, self.features, self.num_shards = parts, features, num_shards
+
+    def process(self, element: tuple[str, int, list[dict]]) -> Iterator[tuple[tuple, tuple]]:
+        split, row, examples = element
+        if not examples:
+            return
+        shard = _shard_of(f"{row:012d}", self.num_shards)
+        folder = Path(self.parts) / split / f"{shard:05d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = str(folder / f"{row:012d}.tfrecord")
+        with tf.io.TFRecordWriter(path) as writer:
+            for example in examples:
+                writer.write(serialize_example(example, self.features))
+        yield (split, shard), (row, path, len(examples))
+
+
 class WriteShard(beam.DoFn):
-    """``((split, shard), [(key, serialized example)])`` -> ``(split, shard record)``: one
-    TFRecord shard, its examples sorted by key."""
+    """``((split, shard), [(row, part file, count)])`` -> ``(split, shard record)``: one
+    TFRecord shard, the parts' examples in row order (so the same bytes on every run)."""
 
     def __init__(self, out: str, num_shards: int) -> None:
         self.out, self.num_shards = out, num_shards
 
     def process(self, element: tuple[tuple[str, int], Any]) -> Iterator[tuple[str, dict]]:
-        (split, shard), items = element
-        folder = Path(self.out) / split
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / shard_name(shard, self.num_shards, COMPRESSION)
-        rows = sorted(items, key=lambda kv: kv[0])
+        (split, shard), parts = element
+        parts = sorted(parts)
+        path = Path(self.out) / split / shard_name(shard, self.num_shards, COMPRESSION)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        records = tf.data.TFRecordDataset([p for _, p, _ in parts], buffer_size=1 << 20)
         with tf.io.TFRecordWriter(str(path), tf.io.TFRecordOptions(COMPRESSION)) as writer:
-            for _, data in rows:
+            for data in records.as_numpy_iterator():
                 writer.write(data)
-        yield split, {"file": path.name, "num_examples": len(rows),
+        yield split, {"file": path.name, "num_examples": sum(n for _, _, n in parts),
                       "num_bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
@@ -464,20 +490,18 @@ def build(pipeline: beam.Pipeline, manifest: str, schema: PrepareSchema, out: st
     rows = pipeline | "Rows" >> beam.Create(manifest_rows(manifest, schema), reshuffle=True)
     read = rows | "Read" >> beam.ParDo(ReadRow(schema, manifest)).with_outputs(
         ReadRow.QUARANTINE, main="examples")
-    examples = read.examples
     _ = (read[ReadRow.QUARANTINE]
          | "AllBad" >> beam.combiners.ToList()
          | "Quarantine" >> beam.Map(_write_quarantine, os.path.join(out, "quarantine.csv")))
-    _ = (examples
-         | "Serialize" >> beam.Map(lambda e: ((e[0], _shard_of(e[1], num_shards)),
-                                              (e[1], serialize_example(e[2], features))))
+    _ = (read.examples
+         | "WriteParts" >> beam.ParDo(WritePart(os.path.join(out, PARTS), features, num_shards))
          | "ByShard" >> beam.GroupByKey()
          | "WriteShards" >> beam.ParDo(WriteShard(out, num_shards))
          | "BySplit" >> beam.GroupByKey()
          | "SplitSchemas" >> beam.Map(_write_split_schema, out, features))
-    _ = (examples
+    _ = (read.examples
          | "Train" >> beam.Filter(lambda e: e[0] == "train")
-         | "TrainExamples" >> beam.Map(lambda e: e[2])
+         | "TrainExamples" >> beam.FlatMap(lambda e: e[2])
          | "Fit" >> beam.CombineGlobally(PreprocessingStats(specs)).without_defaults()
          | "Statistics" >> beam.Map(_write_json, os.path.join(out, "statistics.json")))
 
@@ -528,8 +552,11 @@ def prepare(
     options = PipelineOptions(list(LOCAL_OPTIONS if pipeline_args is None else pipeline_args))
     pipeline = beam.Pipeline(options=options)
     build(pipeline, manifest, schema, str(out.resolve()), num_shards)
-    result = pipeline.run()
-    result.wait_until_finish()
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+    finally:
+        shutil.rmtree(out / PARTS, ignore_errors=True)
     windows = _counters(result) if schema.streams() else None
     quarantine = out / "quarantine.csv"
     bad = sum(1 for _ in quarantine.open()) - 1 if quarantine.is_file() else 0
