@@ -36,6 +36,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -93,6 +94,17 @@ class TaskConfig(BaseModel):
 
     type: Annotated[StrictStr, _choice("classification", "regression")] = "classification"
     loss_weight: PositiveFloat = 1.0
+    # ``label`` only: weight of the auxiliary heads, one per modality on its encoder's pooled
+    # output, each trained on the main label (0: no such heads; see FusionClassifier)
+    unimodal_loss_weight: NonNegativeFloat = 0.0
+
+    @model_serializer(mode="wrap")
+    def _without_unused_heads(self, handler: Any) -> dict[str, Any]:
+        """Leave ``unimodal_loss_weight`` out when 0 (configs without it stay as they were)."""
+        data = handler(self)
+        if not self.unimodal_loss_weight:
+            data.pop("unimodal_loss_weight", None)
+        return data
 
 
 class Config(BaseModel):
@@ -161,6 +173,15 @@ class Config(BaseModel):
     def _known_encoders(cls, value: dict[str, Any]) -> dict[str, Any]:
         for modality, spec in value.items():
             _check_spec(spec, "encoder", f"encoders.{modality}")
+        return value
+
+    @field_validator("tasks")
+    @classmethod
+    def _unimodal_heads_on_label(cls, value: dict[str, TaskConfig] | None) -> Any:
+        for name, task in (value or {}).items():
+            if name != "label" and task.unimodal_loss_weight:
+                raise ValueError(f"tasks.{name}.unimodal_loss_weight: only the main task "
+                                 f"('label') has unimodal heads")
         return value
 
     @field_validator("augment", mode="before")
