@@ -79,6 +79,32 @@ falls-only subjects always. Parsed and aligned trials are kept in memory per fol
 every file's size and mtime), so the folds of one process parse the files once (612 trials:
 about 12 s on a busy 2-core machine).
 
+Options for subject independence
+--------------------------------
+All off by default (the numbers above are without them); each is a :func:`load` argument, so a
+config sets it as ``dataset_args.<name>``.
+
+* ``ori_channels``: the ``ori`` channels kept, a subset of :data:`CHANNELS` (e.g.
+  ``[pitch_sin, roll_sin]``: without the azimuth, the compass heading, which depends on the room
+  and the way the subject faced rather than on the activity).
+* ``magnitude``: ``acc`` and ``gyro`` get a 4th channel ``norm``, their Euclidean norm per step,
+  which does not depend on how the phone sits in the pocket.
+* ``fall_margin_s`` (fall-centred windows, a labelling rule): a fall trial keeps only the windows
+  that hold the trial's impact, its peak of ``|acc|`` over real samples, at least
+  ``fall_margin_s`` inside both edges; its other windows (standing before, lying after, which
+  carry the fall's code without showing a fall) are left out, counted in
+  ``info["windows"]["dropped_off_impact"]`` and listed in ``info["off_impact_windows"]``. The
+  rule uses only the window's own trial, never its label beyond fall / ADL, and applies to
+  train, validation and test alike; results with it are on these windows. In the 24-subject copy
+  the peak lies 1.3-3.6 s into the trial (median 2.2 s); with 4 s windows every 1 s,
+  ``fall_margin_s=0.5`` keeps 1-3 windows of 287 of the 288 fall trials (1.0 would leave 33
+  trials without a window).
+* ``rotate_copies`` (training augmentation): each training trial is added ``rotate_copies`` more
+  times with acc and gyro turned by one rotation (uniformly random axis, angle uniform in
+  [0, ``rotate_deg``], seeded by the trial and the copy, so every fold and run sees the same
+  copies), as if the phone sat differently in the pocket; ``ori`` keeps the recorded angles.
+  Metadata ``copy`` is 0 for the recorded windows; validation and test are never augmented.
+
 Quality checks
 --------------
 Every file problem is reported through :class:`~mmkeras.data.quarantine.Quarantine` as
@@ -570,6 +596,11 @@ def load(
     full: bool = False,
     fold: int | None = None,
     val_subjects: int = 1,
+    ori_channels: list[str] | None = None,
+    magnitude: bool = False,
+    fall_margin_s: float | None = None,
+    rotate_copies: int = 0,
+    rotate_deg: float = 45.0,
 ) -> MultimodalDataset:
     """Windows of every trial as the ``mobifall`` dataset (see the module docstring).
 
@@ -578,10 +609,23 @@ def load(
     to :func:`data_root` (``full=True``: the 24-subject copy). ``fold`` selects leave-one-
     subject-out (``test_subject``/``val_subject`` must then be unset; without ``fold`` they
     default to 4 and 3). ``info`` holds the quarantine, the window counts and the drops.
+    Subject-independence options (module docstring, "Options"): ``ori_channels`` keeps those
+    :data:`CHANNELS` of ``ori`` (e.g. without the azimuth), ``magnitude`` appends ``|acc|`` and
+    ``|gyro|``, ``fall_margin_s`` keeps only fall windows around the impact, ``rotate_copies``
+    adds rotated copies (up to ``rotate_deg``) of the training trials' acc and gyro.
     """
     length, hop = _steps(window_s, rate_hz, "window_s"), _steps(hop_s, rate_hz, "hop_s")
     if not 0.0 <= min_presence <= 1.0:
         raise ValueError(f"min_presence must be in [0, 1], got {min_presence}")
+    channels = _channels(ori_channels, magnitude)
+    margin = None
+    if fall_margin_s is not None:
+        margin = round(fall_margin_s * rate_hz)
+        if not 0 <= margin < length / 2:
+            raise ValueError(f"fall_margin_s must be in [0, window_s / 2), got {fall_margin_s}")
+    if rotate_copies < 0 or not 0.0 <= rotate_deg <= 180.0:
+        raise ValueError(f"rotate_copies must be >= 0 and rotate_deg in [0, 180], got "
+                         f"{rotate_copies} and {rotate_deg}")
     if fold is not None and (test_subject is not None or val_subject is not None):
         raise ValueError("fold picks the test and validation subjects: leave test_subject and "
                          "val_subject unset with fold")
@@ -613,15 +657,27 @@ def load(
     split_of = {s: name for name, members in groups.items() for s in members}
     parts: dict[str, dict[str, list[np.ndarray]]] = {"train": {}, "val": {}, "test": {}}
     dropped: list[dict[str, Any]] = []
+    off_impact: list[dict[str, Any]] = []
     n_loaded = 0
     for aligned in _aligned_trials(root, trials, rate_hz, quarantine):
         if aligned is None:
             continue
         n_loaded += 1
         split = split_of[aligned.files.subject]
-        windows = _trial_windows(aligned, length, hop, min_presence, rate_hz, dropped)
-        for key, value in windows.items():
-            parts[split].setdefault(key, []).append(value)
+        features = _features(aligned, channels)
+        impact = None
+        if margin is not None and aligned.files.code not in ADLS:
+            impact = _impact_window(features["acc"], aligned.mask["acc"], length, hop, margin)
+        rotations = [np.eye(3)]
+        if split == "train":
+            rotations += [_rotation(aligned.files, k, rotate_deg) for k in range(rotate_copies)]
+        for copy, rotation in enumerate(rotations):
+            windows = _trial_windows(aligned, _rotate(features, rotation, magnitude), length,
+                                     hop, min_presence, rate_hz, dropped if copy == 0 else [],
+                                     impact, off_impact if copy == 0 else [])
+            windows["copy"] = np.full(windows["label"].size, copy, np.int64)
+            for key, value in windows.items():
+                parts[split].setdefault(key, []).append(value)
     splits = {name: {k: np.concatenate(v) for k, v in arrays.items()}
               for name, arrays in parts.items()}
     check_not_empty(splits, root, quarantine)
@@ -630,13 +686,14 @@ def load(
         "quarantine": quarantine,
         "root": str(root),
         "rate_hz": rate_hz,
-        "channels": {s: list(c) for s, c in CHANNELS.items()},
+        "channels": channels,
         "subjects": groups,
         "fold": fold,
         "trials": {"found": len(trials), "loaded": n_loaded, "skipped": len(trials) - n_loaded},
         "windows": {"kept": sum(kept.values()), "dropped_low_presence": len(dropped),
-                    "per_split": kept},
+                    "dropped_off_impact": len(off_impact), "per_split": kept},
         "dropped_windows": dropped,
+        "off_impact_windows": off_impact,
     }
     if verbose:
         where = f"fold {fold} (test {groups['test']}, val {groups['val']}), " if fold is not None \
@@ -645,8 +702,8 @@ def load(
               f"(train/val/test {kept['train']}/{kept['val']}/{kept['test']}), {len(dropped)} "
               f"dropped with a stream present on < {min_presence:.0%} of their steps")
     modalities = {
-        s: ModalitySpec(s, "timeseries", (length, len(CHANNELS[s])),
-                        options={"rate_hz": rate_hz, "channels": list(CHANNELS[s])})
+        s: ModalitySpec(s, "timeseries", (length, len(channels[s])),
+                        options={"rate_hz": rate_hz, "channels": channels[s]})
         for s in SENSORS
     }
     return MultimodalDataset("mobifall", modalities, list(CLASSES), splits, info)
@@ -659,26 +716,90 @@ def _steps(seconds: float, rate_hz: float, name: str) -> int:
     return round(steps)
 
 
+def _channels(ori_channels: list[str] | None, magnitude: bool) -> dict[str, list[str]]:
+    """Channel names per sensor for the ``ori_channels`` and ``magnitude`` options."""
+    ori = list(CHANNELS["ori"]) if ori_channels is None else list(ori_channels)
+    unknown = [c for c in ori if c not in CHANNELS["ori"]]
+    if unknown or not ori or len(set(ori)) < len(ori):
+        raise ValueError(f"ori_channels must be distinct names out of {list(CHANNELS['ori'])} "
+                         f"(drop ori altogether with modalities), got {ori_channels}")
+    extra = ["norm"] if magnitude else []
+    return {"acc": [*CHANNELS["acc"], *extra], "gyro": [*CHANNELS["gyro"], *extra],
+            "ori": [c for c in CHANNELS["ori"] if c in ori]}
+
+
+def _features(trial: AlignedTrial, channels: dict[str, list[str]]) -> dict[str, np.ndarray]:
+    """Gaps of each stream imputed (``linear``) and ``ori`` reduced to ``channels["ori"]``."""
+    out = {}
+    for sensor in SENSORS:
+        out[sensor], _ = impute(trial.values[sensor], trial.mask[sensor], strategy="linear")
+    out["ori"] = out["ori"][:, [CHANNELS["ori"].index(c) for c in channels["ori"]]]
+    return out
+
+
+def _rotate(features: dict[str, np.ndarray], rotation: np.ndarray,
+            magnitude: bool) -> dict[str, np.ndarray]:
+    """acc and gyro in a phone frame turned by ``rotation`` [3, 3], plus their norms if
+    ``magnitude``; ``ori`` unchanged (its angles cannot be re-derived without the magnetometer
+    heading model, so rotated copies keep the recorded ones)."""
+    out = dict(features)
+    for sensor in ("acc", "gyro"):
+        x = features[sensor] @ rotation.T
+        out[sensor] = np.concatenate([x, np.linalg.norm(x, axis=1, keepdims=True)], axis=1) \
+            if magnitude else x
+    return out
+
+
+def _rotation(files: TrialFiles, copy: int, max_deg: float) -> np.ndarray:
+    """Rotation matrix about a uniformly random axis by an angle uniform in [0, ``max_deg``],
+    seeded by the trial and ``copy`` (the same copies in every fold and run)."""
+    seed = [CLASSES.index(files.code), files.subject, files.trial, copy]
+    rng = np.random.default_rng(seed)
+    axis = rng.normal(size=3)
+    axis /= np.linalg.norm(axis)
+    angle = np.deg2rad(rng.uniform(0.0, max_deg))
+    k = np.array([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]])
+    return np.eye(3) + np.sin(angle) * k + (1.0 - np.cos(angle)) * (k @ k)  # Rodrigues
+
+
+def _impact_window(acc: np.ndarray, acc_mask: np.ndarray, length: int, hop: int,
+                   margin: int) -> np.ndarray:
+    """Per window (bool): the trial's peak of ``|acc|`` (over real samples) lies at least
+    ``margin`` steps inside it: the fall-centred labelling rule."""
+    norm = np.where(acc_mask, np.linalg.norm(acc, axis=1), -np.inf)
+    peak = int(np.argmax(norm))
+    starts = window_starts(acc.shape[0], length, hop)
+    return (starts + margin <= peak) & (peak < starts + length - margin)
+
+
 def _trial_windows(
     trial: AlignedTrial,
+    features: dict[str, np.ndarray],
     length: int,
     hop: int,
     min_presence: float,
     rate_hz: float,
     dropped: list[dict[str, Any]],
+    impact: np.ndarray | None = None,
+    off_impact: list[dict[str, Any]] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Windows of one aligned trial with enough data present, gaps imputed, plus metadata."""
+    """Windows of one trial's ``features`` (:func:`_features`) with enough data present (and
+    around the impact, where ``impact`` [windows] is given; the others with enough data go to
+    ``off_impact``), plus metadata."""
     starts = window_starts(trial.t_ns.size, length, hop)
     presence = {s: sliding_windows(m, length, hop).mean(axis=1) for s, m in trial.mask.items()}
     keep = np.min(np.stack(list(presence.values())), axis=0) >= min_presence
     for i in np.flatnonzero(~keep):
         dropped.append({"file": trial.files.file, "start_s": float(starts[i] / rate_hz),
                         "presence": {s: round(float(p[i]), 3) for s, p in presence.items()}})
+    if impact is not None:
+        for i in np.flatnonzero(keep & ~impact) if off_impact is not None else []:
+            off_impact.append({"file": trial.files.file, "start_s": float(starts[i] / rate_hz)})
+        keep &= impact
     n = int(keep.sum())
     out: dict[str, np.ndarray] = {}
     for sensor in SENSORS:
-        filled, _ = impute(trial.values[sensor], trial.mask[sensor], strategy="linear")
-        out[sensor] = sliding_windows(filled.astype(np.float32), length, hop)[keep]
+        out[sensor] = sliding_windows(features[sensor].astype(np.float32), length, hop)[keep]
         out[f"{sensor}_mask"] = sliding_windows(trial.mask[sensor], length, hop)[keep]
         out[f"{sensor}_presence"] = presence[sensor][keep].astype(np.float32)
     out["label"] = np.full(n, trial.label, np.int32)
