@@ -56,8 +56,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
                         "(see data_pipelines/schemas/example.yaml)")
     parser.add_argument("--out", required=True, help="output folder (new or empty)")
     parser.add_argument("--num-shards", type=positive_int, default=4,
-                        help="shards per split (default 4); one worker sorts a shard's examples "
-                             "in memory, so aim for shards of 100-200 MB")
+                        help="shards per split (default 4); one worker writes each shard, "
+                             "streaming its rows' part files, so more shards write in parallel")
     return parser.parse_known_args(argv)
 
 

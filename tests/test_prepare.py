@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -455,6 +457,45 @@ def test_windowed_recordings_with_an_optional_stream_and_a_row_value(tmp_path: P
     assert len(val["a"]) == len(sliding_windows(grid, 10, 5))
     assert (val["b_present"] == 0).all() and not val["b"].any() and (val["age"] == 47).all()
     assert (val["label"] == 1).all()
+
+
+def test_prepare_inside_ipython_runs_in_a_child_with_the_same_files(tmp_path: Path) -> None:
+    """Under IPython (Jupyter) Beam 2.77 imports its interactive module, which fails with
+    pandas 3: ``prepare`` then runs the same pipeline in a child process. Same files as outside
+    IPython; a data error comes back as a ValueError with the command's one-line message."""
+    t = np.arange(0.0, 3.0, 0.01)
+    np.savetxt(tmp_path / "s.csv", np.column_stack([t, np.sin(t)]), delimiter=",")
+    pd.DataFrame({"s_path": ["s.csv"] * 3, "y": ["a", "b", "a"], "who": ["p1", "p2", "p3"]}
+                 ).to_csv(tmp_path / "m.csv", index=False)
+    schema = {"modalities": {"s": {"kind": "stream", "channels": 1, "align": {"method": "linear"}}},
+              "label": {"column": "y", "classes": ["a", "b"]},
+              "split": {"column": "who", "fractions": {"train": 1, "val": 0, "test": 0},
+                        "assign": {"val": ["p2"], "test": ["p3"]}},
+              "timeline": {"rate_hz": 20}, "window": {"length_s": 1.0, "hop_s": 0.5}}
+    empty_test = {**schema, "split": {**schema["split"], "assign": {"val": ["p2"],
+                                                                    "test": ["nobody"]}}}
+    code = f"""
+from mmkeras.data.beam_prepare import prepare
+from mmkeras.data.prepare_schema import PrepareSchema
+card = prepare({str(tmp_path / "m.csv")!r}, PrepareSchema.model_validate({schema!r}),
+               {str(tmp_path / "ipy")!r}, {IN_PROCESS!r})
+print("COUNTS", card["num_examples"])
+try:
+    prepare({str(tmp_path / "m.csv")!r}, PrepareSchema.model_validate({empty_test!r}),
+            {str(tmp_path / "ipy_bad")!r}, {IN_PROCESS!r})
+except ValueError as err:
+    print("ERROR", err)
+"""
+    done = subprocess.run([sys.executable, "-m", "IPython", "--colors=nocolor", "-c", code],
+                          capture_output=True, text=True, timeout=900, check=False)
+    assert "COUNTS {'train': 5, 'val': 5, 'test': 5}" in done.stdout, done.stdout + done.stderr
+    assert "ERROR " in done.stdout and "split 'test' has no examples" in done.stdout
+    prepare(tmp_path / "m.csv", PrepareSchema.model_validate(schema), tmp_path / "plain",
+            IN_PROCESS)
+    for split in ("train", "val", "test"):  # schema.json holds every shard's sha256
+        assert ((tmp_path / "ipy" / split / "schema.json").read_text()
+                == (tmp_path / "plain" / split / "schema.json").read_text())
+    assert not (tmp_path / "ipy" / ".parts").exists()
 
 
 def test_prepared_dataset_errors_say_what_to_do(tmp_path: Path) -> None:

@@ -56,6 +56,9 @@ import json
 import math
 import os
 import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -64,8 +67,10 @@ import apache_beam as beam
 import keras
 import numpy as np
 import tensorflow as tf
+import yaml
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.utils.interactive_utils import is_in_ipython
 
 from mmkeras.data.align import align_streams, fixed_rate_grid
 from mmkeras.data.audio import read_audio
@@ -541,6 +546,7 @@ def prepare(
         FileExistsError: ``out`` is not empty.
         EmptyDataError: a split has no examples (the quarantine report is still written).
     """
+    schema_file = None if isinstance(schema, PrepareSchema) else str(schema)
     schema = schema if isinstance(schema, PrepareSchema) else load_schema(schema)
     if num_shards < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}")
@@ -549,6 +555,8 @@ def prepare(
         raise FileExistsError(f"{out} is not empty; prepare into a new folder")
     out.mkdir(parents=True, exist_ok=True)
     manifest = str(Path(manifest))
+    if is_in_ipython():
+        return _prepare_in_child(manifest, schema_file or schema, out, pipeline_args, num_shards)
     options = PipelineOptions(list(LOCAL_OPTIONS if pipeline_args is None else pipeline_args))
     pipeline = beam.Pipeline(options=options)
     build(pipeline, manifest, schema, str(out.resolve()), num_shards)
@@ -590,3 +598,29 @@ def prepare(
     }
     _write_json(card, str(out / "dataset.json"))
     return card
+
+
+def _prepare_in_child(manifest: str, schema: str | PrepareSchema, out: Path,
+                      pipeline_args: Sequence[str] | None, num_shards: int) -> dict[str, Any]:
+    """:func:`prepare` in a child ``python -m mmkeras.prepare``, for Jupyter and IPython.
+
+    There, Beam 2.77 imports its interactive module while the pipeline is built, and that
+    module fails with pandas 3 (Beam supports pandas < 2.4). The child's output is relayed.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        if isinstance(schema, PrepareSchema):
+            path = Path(tmp) / "schema.yaml"
+            path.write_text(yaml.safe_dump(schema.model_dump(mode="json"), sort_keys=False))
+            schema = str(path)
+        args = list(LOCAL_OPTIONS if pipeline_args is None else pipeline_args)
+        cmd = [sys.executable, "-m", "mmkeras.prepare", "--manifest", manifest, "--schema",
+               schema, "--out", str(out), "--num-shards", str(num_shards), *args]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.stdout:
+        print(done.stdout, end="")
+    if done.returncode == 1 and done.stderr.strip():  # the command's one-line data error
+        raise ValueError(done.stderr.strip().splitlines()[-1])
+    if done.returncode:
+        raise RuntimeError(f"python -m mmkeras.prepare exited with {done.returncode}:\n"
+                           + "\n".join(done.stderr.strip().splitlines()[-20:]))
+    return json.loads((out / "dataset.json").read_text())
