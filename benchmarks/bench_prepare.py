@@ -23,9 +23,15 @@ run; 1x with the defaults is ``machine.load()``'s default size):
    ``examples_per_second`` from the run's ``history.csv``.
 
 Peak RSS of a subprocess is its ``ru_maxrss`` from ``os.wait4`` (the largest resident set of
-that process and of the descendants it waited for). The table reports times, the
-prepared/in-memory ratio, seconds per 1x unit (how prepare time grows with size) and the
-training peak RSS against ``--budget-gb``.
+that process and of the descendants it waited for) and, polled from ``/proc`` every 0.5 s, the
+peak of the summed resident sets of its whole process tree (Beam's launcher and workers).
+``--distinct N`` generates ``N`` machines once for every size (generation is slow and not what
+is measured): a smaller size takes the first machines, a larger one is topped up with copies
+of the generated training machines' runs under new machine ids (never of the validation and
+test machines): every row is still read, aligned, windowed, serialised and written.
+
+The table reports times, the prepared/in-memory ratio, seconds per 1x unit (how prepare time
+grows with size) and the training peak RSS against ``--budget-gb``.
 
 Run from the repository root::
 
@@ -39,9 +45,11 @@ import csv
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -79,28 +87,61 @@ print(json.dumps({"load_s": t1 - t0, "fit_s": t2 - t1,
 """
 
 
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory (MiB) of process ``pid`` and all its descendants, from ``/proc``."""
+    total, stack = 0, [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+            total += int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
+            for task in Path(f"/proc/{p}/task").iterdir():
+                stack += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, AttributeError):  # exited, or a zombie without VmRSS
+            continue
+    return total / 1024
+
+
 def run_child(cmd: list[str], log: Path, env: dict[str, str] | None = None
-              ) -> tuple[float, float, int]:
-    """Run ``cmd`` with stdout/stderr to ``log``; (wall seconds, peak RSS MiB, exit status)."""
+              ) -> tuple[float, float, float, int]:
+    """Run ``cmd`` with stdout/stderr to ``log``; (wall seconds, peak RSS MiB of its largest
+    process, peak RSS MiB of its whole process tree polled every 0.5 s, exit status)."""
     start = time.perf_counter()
+    peak = [0.0]
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
                                 env=env or os.environ.copy())
+        done = threading.Event()
+
+        def poll() -> None:
+            while not done.wait(0.5):
+                peak[0] = max(peak[0], tree_rss_mb(proc.pid))
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
         _, status, usage = os.wait4(proc.pid, 0)
+        done.set()
+        poller.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return time.perf_counter() - start, usage.ru_maxrss / 1024, proc.returncode
+    return time.perf_counter() - start, usage.ru_maxrss / 1024, peak[0], proc.returncode
 
 
-def write_manifest(raw: Path, folder: Path) -> int:
-    """One manifest row per run of ``raw`` (a ``machine.generate`` folder) and its stream
-    files under ``folder``; returns the number of rows."""
+def write_manifest(raw: Path, folder: Path, n_machines: int, held: int) -> int:
+    """One manifest row per run of the first ``n_machines`` machines of ``raw`` (a
+    ``machine.generate`` folder) and its stream files under ``folder``; with fewer generated
+    machines than ``n_machines``, the rows are
+    topped up with copies of the generated training machines' runs (machine id
+    ``<id>-c<k>``, same stream files; the first ``held`` machines, validation and test, are
+    never copied). Returns the number of rows."""
     from data_pipelines import machine
 
-    rows = machine.read_index(raw)
+    machines = sorted({row["machine_id"] for row in machine.read_index(raw)})[:n_machines]
+    rows = [row for row in machine.read_index(raw) if row["machine_id"] in machines]
     (folder / "streams").mkdir(parents=True, exist_ok=True)
     with (folder / "manifest.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["run_id", "machine_id", "condition", *(f"{s}_path" for s in STREAMS)])
+        written = []
         for row in rows:
             paths = []
             for stream in STREAMS:
@@ -111,7 +152,17 @@ def write_manifest(raw: Path, folder: Path) -> int:
                 np.save(folder / path, np.column_stack([t, x.astype(np.float64)]))
                 paths.append(path)
             writer.writerow([row["run_id"], row["machine_id"], row["label"], *paths])
-    return len(rows)
+            written.append((row, paths))
+        sources = [(row, paths) for row, paths in written
+                   if row["machine_id"] not in machines[:held]]
+        runs_per_machine = len(rows) // len(machines)
+        copies = (n_machines - len(machines)) * runs_per_machine
+        for i in range(max(copies, 0)):
+            row, paths = sources[i % len(sources)]
+            k = 1 + i // len(sources)
+            writer.writerow([f"{row['run_id']}-c{k}", f"{row['machine_id']}-c{k}",
+                             row["label"], *paths])
+    return len(rows) + max(copies, 0)
 
 
 def history_rate(run_dir: Path) -> float:
@@ -128,14 +179,16 @@ def bench_size(k: int, args: argparse.Namespace, out: Path) -> dict:
     record: dict = {"size": k, "machines": n_machines, "runs": n_machines * args.runs}
     say = lambda msg: print(f"[{k}x] {msg}", flush=True)  # noqa: E731
     t = time.perf_counter()
-    raw = machine.generate(args.cache, n_machines=n_machines, runs_per_machine=args.runs,
+    generated = args.distinct or n_machines
+    raw = machine.generate(args.cache, n_machines=generated, runs_per_machine=args.runs,
                            duration_s=args.duration, progress=False)
-    say(f"raw runs in {raw} ({time.perf_counter() - t:.0f} s)")
+    record["distinct_runs"] = min(generated, n_machines) * args.runs
+    say(f"raw runs of {generated} machines in {raw} ({time.perf_counter() - t:.0f} s)")
 
     folder = out / f"{k}x"
     shutil.rmtree(folder, ignore_errors=True)
     t = time.perf_counter()
-    write_manifest(raw, folder / "data")
+    write_manifest(raw, folder / "data", n_machines, 2 * args.held_out)
     record["write_s"] = time.perf_counter() - t
     held = [f"m{i:03d}" for i in range(2 * args.held_out)]
     (folder / "data" / "schema.yaml").write_text(SCHEMA.format(
@@ -148,17 +201,21 @@ def bench_size(k: int, args: argparse.Namespace, out: Path) -> dict:
            str(folder / "data/manifest.csv"), "--schema", str(folder / "data/schema.yaml"),
            "--out", str(prepared), *args.beam_args]
     say("prepare (DirectRunner, 2 worker processes) ...")
-    seconds, rss, rc = run_child(cmd, folder / "prepare.log")
+    seconds, rss, tree, rc = run_child(cmd, folder / "prepare.log")
     if rc:
         raise SystemExit(f"prepare failed ({rc}), see {folder / 'prepare.log'}")
     card = json.loads((prepared / "dataset.json").read_text())
-    record.update(prepare_s=seconds, prepare_rss_mb=rss, examples=card["num_examples"],
+    record.update(prepare_s=seconds, prepare_rss_mb=rss, prepare_tree_mb=tree,
+                  examples=card["num_examples"],
                   prepared_mb=sum(p.stat().st_size for p in prepared.rglob("*.gz")) / 2**20)
-    say(f"prepared {card['num_examples']} in {seconds:.0f} s, peak RSS {rss:.0f} MiB")
+    say(f"prepared {card['num_examples']} in {seconds:.0f} s, peak RSS {rss:.0f} MiB "
+        f"(process tree {tree:.0f} MiB)")
 
     if k in args.memory_sizes:
+        machine.generate(args.cache, n_machines=n_machines, runs_per_machine=args.runs,
+                         duration_s=args.duration, progress=False)  # cached: not timed
         say("in-memory load() + fit_preprocessing ...")
-        seconds, rss, rc = run_child(
+        seconds, rss, _, rc = run_child(
             [sys.executable, "-c", IN_MEMORY, str(args.cache), str(n_machines), str(args.runs),
              str(args.duration)], folder / "memory.log")
         if rc:
@@ -173,11 +230,12 @@ def bench_size(k: int, args: argparse.Namespace, out: Path) -> dict:
            f"dataset_args.path={prepared}", "epochs=1", "verbose=2", "strategy=default",
            *args.train_args, "--output", str(run_dir)]
     say("train one epoch from the shards ...")
-    seconds, rss, rc = run_child(cmd, folder / "train.log")
+    seconds, rss, tree, rc = run_child(cmd, folder / "train.log")
     if rc:
         raise SystemExit(f"training failed ({rc}), see {folder / 'train.log'}")
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    record.update(train_s=seconds, train_rss_mb=rss, train_rate=history_rate(run_dir),
+    record.update(train_s=seconds, train_rss_mb=rss, train_tree_mb=tree,
+                  train_rate=history_rate(run_dir),
                   test_accuracy=metrics["accuracy"])
     say(f"trained in {seconds:.0f} s ({record['train_rate']:.0f} examples/s), "
         f"peak RSS {rss:.0f} MiB")
@@ -191,9 +249,10 @@ def table(records: list[dict], budget_mb: float) -> str:
     """The results as a Markdown table and a few summary lines."""
     base = records[0]
     lines = [
-        "| size | runs | train/val/test windows | write s | prepare s | prepare s per 1x | "
-        "prepare RSS MiB | in-memory s | prepared / in-memory | in-memory RSS MiB | "
-        "train job s | train ex/s | train peak RSS MiB | test acc |",
+        "| size | runs (distinct) | train/val/test windows | write s | prepare s | "
+        "prepare s per 1x | prepare RSS MiB: largest process / tree | in-memory s | "
+        "prepared / in-memory | in-memory RSS MiB | train job s | train ex/s | "
+        "train peak RSS MiB: largest process / tree | test acc |",
         "|" + "---|" * 14,
     ]
     for r in records:
@@ -202,11 +261,13 @@ def table(records: list[dict], budget_mb: float) -> str:
         ratio = f"{r['prepare_s'] / mem:.2f}" if mem else "-"
         mem_rss = f"{r['memory_rss_mb']:.0f}" if mem else "-"
         lines.append(
-            f"| {r['size']}x | {r['runs']} | {e['train']}/{e['val']}/{e['test']} | "
+            f"| {r['size']}x | {r['runs']} ({r.get('distinct_runs', r['runs'])}) | "
+            f"{e['train']}/{e['val']}/{e['test']} | "
             f"{r['write_s']:.0f} | {r['prepare_s']:.0f} | {r['prepare_s'] / r['size']:.1f} | "
-            f"{r['prepare_rss_mb']:.0f} | {f'{mem:.0f}' if mem else 'not run'} | "
-            f"{ratio} | {mem_rss} | {r['train_s']:.0f} | "
-            f"{r['train_rate']:.0f} | {r['train_rss_mb']:.0f} | {r['test_accuracy']:.3f} |")
+            f"{r['prepare_rss_mb']:.0f} / {r.get('prepare_tree_mb', 0):.0f} | "
+            f"{f'{mem:.0f}' if mem else 'not run'} | {ratio} | {mem_rss} | {r['train_s']:.0f} | "
+            f"{r['train_rate']:.0f} | {r['train_rss_mb']:.0f} / {r.get('train_tree_mb', 0):.0f} | "
+            f"{r['test_accuracy']:.3f} |")
     last = records[-1]
     grow = last["train_rss_mb"] / base["train_rss_mb"]
     lines += [
@@ -238,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per run (30)")
     parser.add_argument("--held-out", type=int, default=8,
                         help="machines in val and in test each, the same at every size (8)")
+    parser.add_argument("--distinct", type=int, default=0,
+                        help="generate at most this many machines; larger sizes list copies "
+                             "of the generated training machines' runs under new machine ids "
+                             "(default 0: generate every machine)")
     parser.add_argument("--memory-sizes", default=None,
                         help="sizes that also run the in-memory path (default: all)")
     parser.add_argument("--cache", type=Path, default=None,
