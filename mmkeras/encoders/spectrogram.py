@@ -8,6 +8,8 @@ from mmkeras.encoders.base import Encoder, downsample_mask, masked_mean
 from mmkeras.encoders.inputs import check_input, masked_max, zero_masked_steps
 from mmkeras.registry import register_encoder
 
+UTTERANCE_NORMS = (None, "mean", "mean_std")
+
 
 @register_encoder("spectrogram_cnn")
 class SpectrogramEncoder(Encoder):
@@ -26,6 +28,12 @@ class SpectrogramEncoder(Encoder):
     - ``pooled`` (documented alternative to the mean of tokens): ``relu(Dense)`` of the masked
       average and masked maximum over time of the last feature map.
 
+    ``utterance_norm`` normalises each clip before the convolutions (cepstral mean
+    normalisation, in the graph, so the exported model does it too): ``"mean"`` subtracts each
+    band's mean over the clip's observed frames, which removes a per-band offset of the log-mel
+    (gain, channel and speaker tilt); ``"mean_std"`` also divides by each band's standard
+    deviation over those frames.
+
     Example:
         >>> enc = SpectrogramEncoder(embed_dim=8, filters=(4, 8))
         >>> out = enc(keras.ops.zeros((2, 63, 40)))
@@ -41,6 +49,7 @@ class SpectrogramEncoder(Encoder):
         embed_dim: int = 64,
         filters: tuple[int, ...] = (64, 128, 128),
         kernel_size: int = 5,
+        utterance_norm: str | None = None,
         **kwargs,
     ) -> None:
         super().__init__(embed_dim, **kwargs)
@@ -48,6 +57,10 @@ class SpectrogramEncoder(Encoder):
             raise ValueError(f"SpectrogramEncoder: filters must name at least one block and "
                              f"kernel_size must be >= 1; got filters={filters}, "
                              f"kernel_size={kernel_size}")
+        if utterance_norm not in UTTERANCE_NORMS:
+            raise ValueError(f"SpectrogramEncoder: utterance_norm must be one of "
+                             f"{UTTERANCE_NORMS}, got {utterance_norm!r}")
+        self.utterance_norm = utterance_norm
         self.filters = tuple(int(n) for n in filters)
         self.kernel_size = int(kernel_size)
         self.blocks = [
@@ -73,6 +86,8 @@ class SpectrogramEncoder(Encoder):
 
     def call(self, x, step_mask=None, training=None):
         check_input(self, x.shape, x.dtype)
+        if self.utterance_norm is not None:
+            x = self._normalise(x, step_mask)
         x = zero_masked_steps(x, step_mask)
         for conv, norm, pool in self.blocks:
             x = pool(norm(conv(x), training=training))
@@ -86,9 +101,25 @@ class SpectrogramEncoder(Encoder):
             return self.outputs(pooled)
         return self.outputs(pooled, self.tokenize(x), mask)
 
+    def _normalise(self, x, step_mask):
+        """Per clip and band: minus the mean (and over the std) of the observed frames."""
+        ops = keras.ops
+        x = ops.cast(x, "float32")
+        if step_mask is None:
+            weight = ops.ones_like(x[..., :1])
+        else:
+            weight = ops.cast(ops.cast(step_mask, "float32") > 0, "float32")[..., None]
+        count = ops.maximum(ops.sum(weight, axis=1, keepdims=True), 1.0)
+        x = x - ops.sum(x * weight, axis=1, keepdims=True) / count
+        if self.utterance_norm == "mean_std":
+            variance = ops.sum(ops.square(x) * weight, axis=1, keepdims=True) / count
+            x = x / ops.sqrt(variance + 1e-5)
+        return x
+
     def get_config(self) -> dict:
         return {
             **super().get_config(),
             "filters": list(self.filters),
             "kernel_size": self.kernel_size,
+            "utterance_norm": self.utterance_norm,
         }
