@@ -30,8 +30,8 @@ with --direct_num_workers=2 --direct_running_mode=multi_processing):
   --runner=DirectRunner --direct_num_workers=4 --direct_running_mode=multi_processing
   --runner=FlinkRunner --flink_master=HOST:8081 --environment_type=LOOPBACK
   --runner=SparkRunner --spark_master_url=spark://HOST:7077
-  --runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp
-  (on a cluster, --out must be on a file system every worker mounts)
+  (on a cluster, the manifest, its files and --out must be on a file system every worker
+  mounts, e.g. NFS; URLs such as gs:// are refused, so Dataflow is not supported yet)
 
 examples:
   python -m mmkeras.prepare --manifest recordings.csv --schema schema.yaml --out prepared/

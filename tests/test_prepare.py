@@ -498,6 +498,15 @@ except ValueError as err:
     assert not (tmp_path / "ipy" / ".parts").exists()
 
 
+def test_urls_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+    schema = PrepareSchema.model_validate(AV_SCHEMA)
+    with pytest.raises(ValueError, match=r"out gs://b/prepared: URLs .* every Beam worker"):
+        prepare(tmp_path / "m.csv", schema, "gs://b/prepared", IN_PROCESS)
+    with pytest.raises(ValueError, match=r"manifest s3://b/m\.csv: URLs"):
+        prepare("s3://b/m.csv", schema, tmp_path / "out", IN_PROCESS)
+    assert not (tmp_path / "out").exists() and not Path("gs:").exists()
+
+
 def test_prepared_dataset_errors_say_what_to_do(tmp_path: Path) -> None:
     from data_pipelines import load_dataset
     from mmkeras.data.quarantine import DataError

@@ -39,8 +39,10 @@ Each stored example holds the modalities' raw inputs (the dtype and shape of the
 modalities, ``label`` (int32 class index), ``group`` (string), ``row`` (int64 manifest row) and
 ``start_s`` (float64 start of the window on the recording's timeline; 0 for row examples).
 
-Files are written through the launcher's and workers' local file system: on a cluster, give
-``--out`` on a file system every worker mounts.
+Files are read and written through the launcher's and workers' local file system: on a
+cluster (Flink, Spark), the manifest, the files it names and ``--out`` must be on a file system
+every worker mounts (NFS, a FUSE mount of a bucket); URLs such as ``gs://`` are refused. So
+Dataflow, whose workers share no file system, is not supported yet.
 
 Example:
     summary = prepare("manifest.csv", "schema.yaml", "prepared/",
@@ -550,6 +552,12 @@ def prepare(
     schema = schema if isinstance(schema, PrepareSchema) else load_schema(schema)
     if num_shards < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+    for what, path in (("manifest", manifest), ("out", out)):
+        if "://" in str(path):
+            raise ValueError(f"{what} {path}: URLs (gs://, s3://, hdfs://) are not supported; "
+                             "give a path on a file system every Beam worker mounts (local "
+                             "disk for the DirectRunner, NFS or a FUSE mount of the bucket on "
+                             "a cluster)")
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; prepare into a new folder")
