@@ -27,6 +27,8 @@ what is measured (details in the mmkeras.evaluation module docstrings):
   -5 dB SNR on audio and sensor streams, a growing occluding square on images, word dropout on
   text), relative robustness (area under the curve, level axis in [0, 1]) and effective
   robustness (MultiBench, against the chance model or --baseline).
+  A prepared (sharded) dataset is never read whole: a seeded reservoir sample of --max-examples
+  (default 2000) is drawn in one streamed pass; evaluation.json's "subset" says which.
 
 examples:
   python -m mmkeras.evaluate --run runs/machine-20261123-101500
@@ -50,7 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the noise and of the --max-examples subset (default: 0)")
     parser.add_argument("--max-examples", type=positive_int, default=None, metavar="N",
-                        help="evaluate a random subset of N examples (default: all)")
+                        help="evaluate a random subset of N examples (default: all; a "
+                             "prepared dataset: a reservoir sample of 2000 read by streaming)")
     parser.add_argument("--baseline", metavar="RUN",
                         help="run folder (or evaluation.json) whose robustness curves are the "
                              "reference of effective robustness (default: the chance model)")

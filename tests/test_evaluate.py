@@ -76,6 +76,8 @@ def test_metrics_equal_sklearn(report, test_split):
     y_pred = probabilities.argmax(-1)
     m = report["metrics"]
     assert m["num_examples"] == report["num_examples"] == len(y)
+    assert report["subset"] == {"examples": len(y), "of": len(y),
+                                "how": "all examples of the split"}
     assert m["accuracy"] == pytest.approx(accuracy_score(y, y_pred), abs=1e-12)
     assert m["macro_f1"] == pytest.approx(
         f1_score(y, y_pred, average="macro", labels=range(4), zero_division=0), abs=1e-12)
@@ -234,6 +236,8 @@ def test_seeded_subset_split_and_baseline(run, tmp_path):
     first = evaluate_run(run_dir, model=model, dataset=dataset, baseline=tmp_path, **kwargs)
     second = evaluate_run(run_dir, model=model, dataset=dataset, **kwargs)
     assert first["num_examples"] == 12 and (run_dir / "evaluation_val.json").is_file()
+    assert first["subset"] == {"examples": 12, "of": dataset.num_examples("val"), "how":
+                               "random subset without replacement (numpy default_rng(1).choice)"}
     assert (run_dir / "eval_val_reliability.png").is_file()
     for name, curve in first["robustness"]["modalities"].items():
         assert curve["accuracy"] == second["robustness"]["modalities"][name]["accuracy"]

@@ -7,7 +7,9 @@ buffer (``shuffle_buffer`` examples, shard order reshuffled every epoch) and bat
 is cached, so memory does not grow with the dataset. The trainer takes the preprocessing
 state fitted by the preparation (``info["preprocessing"]``) and the training ranges
 (``info["ranges"]``) instead of refitting. ``splits[name]`` still gives a split as in-memory
-arrays, read on first lookup: the evaluation after training reads the test split that way.
+arrays, read on first lookup (:attr:`PreparedDataset.loaded_splits` lists those); nothing in
+mmkeras uses it: training, evaluation and the run card stream, and :meth:`PreparedDataset.head`
+and :meth:`PreparedDataset.sample` give a bounded number of examples.
 
 Example:
     ds = PreparedDataset("prepared/")
@@ -48,20 +50,26 @@ class _LazySplit(Mapping):
         if key not in self._keys:
             raise KeyError(key)
         if self._arrays is None:
-            parts: dict[str, list[np.ndarray]] = {}
-            for batch in self._dataset.records(self._split).batch(4096).as_numpy_iterator():
-                for name, value in batch.items():
-                    parts.setdefault(name, []).append(value)
-            arrays = {k: np.concatenate(v) for k, v in parts.items()}
-            self._arrays = {k: v.astype(str) if v.dtype == object else v
-                            for k, v in arrays.items()}
+            batches = self._dataset.records(self._split).batch(4096).as_numpy_iterator()
+            self._arrays = _as_arrays(list(batches), self._split)
         return self._arrays[key]
+
+    def __contains__(self, key: object) -> bool:  # Mapping's default would read the arrays
+        return key in self._keys
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._keys)
 
     def __len__(self) -> int:
         return len(self._keys)
+
+
+def _as_arrays(batches: list[dict[str, np.ndarray]], split: str) -> dict[str, np.ndarray]:
+    """Batches of stored examples as one array per feature, strings decoded to ``str``."""
+    if not batches:
+        raise DataError(f"split {split!r} has no examples")
+    arrays = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+    return {k: v.astype(str) if v.dtype == object else v for k, v in arrays.items()}
 
 
 class PreparedDataset(MultimodalDataset):
@@ -125,6 +133,54 @@ class PreparedDataset(MultimodalDataset):
 
     def num_examples(self, split: str) -> int:
         return int(self.counts[split])
+
+    @property
+    def loaded_splits(self) -> list[str]:
+        """The splits read into memory through ``splits[name]`` (none unless a user asked)."""
+        return [name for name, split in self.splits.items() if split._arrays is not None]
+
+    def head(self, split: str, n: int) -> dict[str, np.ndarray]:
+        """The first ``n`` stored examples of ``split`` (fewer if it is shorter) as arrays by
+        feature, strings as ``str``; reads only those examples."""
+        batches = self.records(split).take(n).batch(max(n, 1)).as_numpy_iterator()
+        return _as_arrays(list(batches), split)
+
+    def sample(self, split: str, n: int, seed: int = 0) -> tuple[dict[str, np.ndarray], int]:
+        """A uniform random sample of ``n`` examples of ``split`` without replacement, and the
+        number of examples read (the split's size).
+
+        One streamed pass of reservoir sampling (Vitter's algorithm R, its random numbers from
+        ``numpy.random.default_rng(seed)``) in batches of up to 256: at most ``n`` examples
+        and one batch are held at once. The sample keeps the stored order; with ``n`` at least
+        the split's size it is the whole split.
+        """
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        rng = np.random.default_rng(seed)
+        kept: dict[str, np.ndarray] = {}
+        index = np.zeros(0, np.int64)  # stored position of each kept example, by slot
+        seen = 0
+        for batch in self.records(split).batch(min(n, 256)).as_numpy_iterator():
+            size = len(batch["label"])
+            positions = np.arange(seen, seen + size)
+            fill = min(max(n - seen, 0), size)  # the first n examples fill the reservoir
+            if fill:
+                kept = {k: np.concatenate([kept[k], v[:fill]]) if kept else v[:fill].copy()
+                        for k, v in batch.items()}
+                index = np.concatenate([index, positions[:fill]])
+            if fill < size:  # example t replaces a random slot with probability n / (t + 1)
+                slots = rng.integers(0, positions[fill:] + 1)
+                chosen = np.flatnonzero(slots < n)
+                last = {int(slots[i]): fill + int(i) for i in chosen}  # later ones win
+                if last:
+                    to, frm = np.fromiter(last, np.int64), np.fromiter(last.values(), np.int64)
+                    for k, v in batch.items():
+                        kept[k][to] = v[frm]
+                    index[to] = positions[frm]
+            seen += size
+        order = np.argsort(index, kind="stable")
+        arrays = _as_arrays([{k: v[order] for k, v in kept.items()}] if kept else [], split)
+        return arrays, seen
 
     def records(self, split: str, shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
         """One split's stored examples, unbatched (``{feature: tensor}``)."""

@@ -6,6 +6,8 @@ Files written (split ``test``; another split adds ``_<split>`` to ``evaluation``
 ``modality_weights``) and ``eval_robustness_<modality>.png``. Each file is written under a
 temporary name in the run folder, then renamed over the final one
 (:func:`mmkeras.training.runfiles.atomic_path`), so a reader never sees a half-written file.
+A streaming (prepared) dataset is evaluated on a seeded reservoir sample read in one streamed
+pass, never the whole split in memory; ``evaluation.json``'s ``subset`` says which examples.
 
 Example:
     from mmkeras.evaluation import evaluate_run
@@ -35,6 +37,7 @@ from mmkeras.training.plots import plot_confusion
 from mmkeras.training.runfiles import atomic_path, write_json
 
 BATCH_SIZE = 64
+STREAM_EXAMPLES = 2000  # examples evaluated from a streaming dataset without max_examples
 
 
 def _baseline_curves(baseline: str | Path) -> dict[str, list[float]]:
@@ -48,12 +51,25 @@ def _baseline_curves(baseline: str | Path) -> dict[str, list[float]]:
     return {name: curve["accuracy"] for name, curve in modalities.items()}
 
 
-def _subset(arrays: dict[str, np.ndarray], max_examples: int | None, seed: int):
+def _subset(arrays: dict[str, np.ndarray], max_examples: int | None, seed: int
+            ) -> tuple[dict[str, np.ndarray], str]:
     n = len(arrays["label"])
     if max_examples is None or max_examples >= n:
-        return arrays
+        return arrays, "all examples of the split"
     keep = np.sort(np.random.default_rng(seed).choice(n, size=max_examples, replace=False))
-    return {k: np.asarray(v)[keep] for k, v in arrays.items()}
+    how = f"random subset without replacement (numpy default_rng({seed}).choice)"
+    return {k: np.asarray(v)[keep] for k, v in arrays.items()}, how
+
+
+def _streamed_subset(dataset: MultimodalDataset, split: str, max_examples: int | None,
+                     seed: int) -> tuple[dict[str, np.ndarray], str]:
+    """A streaming dataset's evaluation examples: a seeded reservoir sample read in one pass."""
+    n = STREAM_EXAMPLES if max_examples is None else max_examples
+    arrays, total = dataset.sample(split, n, seed)
+    if len(arrays["label"]) == total:
+        return arrays, "all examples of the sharded split, streamed"
+    return arrays, (f"uniform random sample without replacement, reservoir sampling over one "
+                    f"streamed pass of the sharded split (seed {seed})")
 
 
 def evaluate_run(
@@ -72,7 +88,11 @@ def evaluate_run(
     ``model`` defaults to ``<run_dir>/model.keras`` and ``dataset`` to the one rebuilt from
     ``config.yaml`` (both are passed by the trainer, which has them in memory). ``levels`` is the
     number of corruption levels after the clean one, ``seed`` fixes the noise (and the subset
-    when ``max_examples`` is set: a random subset of that size, without replacement).
+    when ``max_examples`` is set: a random subset of that size, without replacement). A
+    streaming dataset (:class:`~mmkeras.data.prepared.PreparedDataset`) is never read whole:
+    it is evaluated on a reservoir sample of ``max_examples`` (default ``STREAM_EXAMPLES``,
+    2000) examples drawn in one streamed pass with ``seed``. ``report["subset"]`` says which
+    examples were evaluated (``examples``, ``of``, ``how``).
     ``baseline`` is another run folder (or its ``evaluation.json``) whose robustness curves are
     the reference for effective robustness; by default the chance model's flat curve is.
 
@@ -101,7 +121,10 @@ def evaluate_run(
         model = load_model(run_dir / "model.keras")
     baseline_curves = _baseline_curves(baseline) if baseline is not None else None
 
-    arrays = _subset(dataset.splits[split], max_examples, seed)
+    if dataset.streaming:
+        arrays, how = _streamed_subset(dataset, split, max_examples, seed)
+    else:
+        arrays, how = _subset(dataset.splits[split], max_examples, seed)
     y_true = np.asarray(arrays["label"])
     inputs = {name: arrays[name] for name in dataset.modalities}
     class_names = list(dataset.class_names)
@@ -158,6 +181,7 @@ def evaluate_run(
         "split": split,
         "num_examples": len(y_true),
         "max_examples": max_examples,
+        "subset": {"examples": len(y_true), "of": dataset.num_examples(split), "how": how},
         "seed": seed,
         "levels": levels,
         "fusion": cfg.get("fusion"),
@@ -174,10 +198,11 @@ def evaluate_run(
 
 def format_summary(report: dict) -> str:
     """The short table printed by ``python -m mmkeras.evaluate``."""
-    m = report["metrics"]
+    m, subset = report["metrics"], report["subset"]
     auc = m["roc_auc"]["macro"]
     lines = [
-        f"{report['run_dir']}: {report['split']} split, {report['num_examples']} examples",
+        f"{report['run_dir']}: {report['split']} split, {report['num_examples']} examples"
+        + ("" if subset["examples"] == subset["of"] else f" of {subset['of']} ({subset['how']})"),
         f"accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  ROC-AUC "
         f"{'n/a' if auc is None else f'{auc:.4f}'}  ECE {m['calibration']['ece']:.4f}",
     ]

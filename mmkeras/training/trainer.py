@@ -83,10 +83,21 @@ class RunResult:
     model: keras.Model | None  # None on a non-chief worker that had nothing left to train
 
 
-def _batched_predict(model: keras.Model, dataset: MultimodalDataset, split: str, batch: int):
-    """Class probabilities of the raw-input model on one split."""
-    inputs = to_tf_dataset(dataset, split, batch).map(lambda x, y: x)
-    return model.predict(inputs, verbose=0)["probabilities"]
+def _batched_predict(model: keras.Model, dataset: MultimodalDataset, split: str,
+                     batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities of the raw-input model on one split, and the split's labels.
+
+    A streaming dataset is read once, batch by batch: each batch's labels are kept with its
+    predictions (same order) and its inputs are dropped.
+    """
+    if not dataset.streaming:
+        inputs = to_tf_dataset(dataset, split, batch).map(lambda x, y: x)
+        return model.predict(inputs, verbose=0)["probabilities"], dataset.splits[split]["label"]
+    probabilities, labels = [], []
+    for inputs, label in to_tf_dataset(dataset, split, batch):
+        probabilities.append(np.asarray(model.predict_on_batch(inputs)["probabilities"]))
+        labels.append(label.numpy())
+    return np.concatenate(probabilities), np.concatenate(labels)
 
 
 def feature_dataset(preprocessor, dataset: MultimodalDataset, split: str, batch: int,
@@ -124,9 +135,10 @@ def write_dataset_card(dataset: MultimodalDataset, run_dir: Path) -> None:
     """``dataset.json`` (modality specs, class names) and ``examples.npz`` (raw test examples).
 
     Together with ``model.keras`` they let a finished run be exported and validated again
-    without the dataset: ``examples.npz`` holds up to 64 raw test inputs and their labels.
-    Float modalities also record their per-channel training range (``range``: ``low``,
-    ``high``), which the serving signature widens into the accepted input range.
+    without the dataset: ``examples.npz`` holds the first (up to) 64 raw test inputs and their
+    labels, read alone from a streaming dataset. Float modalities also record their
+    per-channel training range (``range``: ``low``, ``high``; a prepared dataset brings them),
+    which the serving signature widens into the accepted input range.
     """
     card = {
         "name": dataset.name,
@@ -138,13 +150,13 @@ def write_dataset_card(dataset: MultimodalDataset, run_dir: Path) -> None:
     for name, spec in dataset.modalities.items():
         if ranges is not None and name in ranges:
             card["modalities"][name]["range"] = ranges[name]
-        elif spec.dtype.startswith("float") and spec.kind != "audio":
+        elif spec.dtype.startswith("float") and spec.kind != "audio" and not dataset.streaming:
             values = np.asarray(dataset.splits["train"][name], np.float64)
             values = values.reshape(-1, values.shape[-1] if values.ndim > 2 else 1)
             card["modalities"][name]["range"] = {"low": np.nanmin(values, axis=0).tolist(),
                                                  "high": np.nanmax(values, axis=0).tolist()}
     write_json(run_dir / "dataset.json", card)
-    test = dataset.splits["test"]
+    test = dataset.head("test", EXAMPLES) if dataset.streaming else dataset.splits["test"]
     n = min(EXAMPLES, len(test["label"]))
     arrays = {k: np.asarray(test[k][:n]) for k in dataset.modalities}
     arrays = {k: (v.astype(str) if v.dtype == object else v) for k, v in arrays.items()}
@@ -323,13 +335,13 @@ def train(cfg: Config, dataset: MultimodalDataset | None = None,
 
 def _evaluate(cfg: Config, dataset: MultimodalDataset, model: keras.Model, replicas: int,
               run_dir: Path) -> dict:
-    """The ``evaluated`` stage: ``metrics.json`` and ``confusion_matrix.png`` on the test split,
-    and the full report of :func:`mmkeras.evaluation.evaluate_run` (``evaluation.json``,
-    calibration, per-modality contribution, robustness)."""
+    """The ``evaluated`` stage: ``metrics.json`` and ``confusion_matrix.png`` on the whole test
+    split (streamed from a streaming dataset), and the full report of
+    :func:`mmkeras.evaluation.evaluate_run` (``evaluation.json``, calibration, per-modality
+    contribution, robustness; on a bounded sample of a streaming dataset)."""
     from mmkeras.evaluation import evaluate_run
 
-    probabilities = _batched_predict(model, dataset, "test", cfg.batch_size)
-    y_true = dataset.splits["test"]["label"]
+    probabilities, y_true = _batched_predict(model, dataset, "test", cfg.batch_size)
     metrics = classification_metrics(y_true, probabilities.argmax(-1), dataset.class_names)
     metrics.update(fusion=cfg.fusion, modalities=list(dataset.modalities),
                    train_examples=dataset.num_examples("train"), replicas=replicas,
