@@ -112,11 +112,14 @@ def test_rotated_copies_of_training_trials(root: Path, plain) -> None:
         load(root=root, verbose=False, rotate_copies=-1)
 
 
-def test_options_reach_load_through_the_config() -> None:
+def test_shipped_loso_config_sets_the_chosen_options() -> None:
     path = Path(__file__).resolve().parents[1] / "data_pipelines/configs/mobifall_loso.yaml"
-    cfg = resolve_config(path, ["dataset_args.ori_channels=[pitch_sin,roll_sin]",
-                                "dataset_args.magnitude=true", "dataset_args.rotate_copies=1",
-                                "dataset_args.fall_margin_s=0.5"])
-    args = cfg.dataset_args
+    args = resolve_config(path).dataset_args
     assert args["ori_channels"] == ["pitch_sin", "roll_sin"] and args["magnitude"] is True
-    assert args["rotate_copies"] == 1 and args["fall_margin_s"] == 0.5
+    assert args["rotate_copies"] == 1 and args["rotate_deg"] == 45.0
+    assert args["fall_margin_s"] == 0.5
+    old = resolve_config(path, ["dataset_args.fall_margin_s=null",
+                                "dataset_args.ori_channels=null", "dataset_args.magnitude=false",
+                                "dataset_args.rotate_copies=0"]).dataset_args
+    assert old["fall_margin_s"] is None and old["ori_channels"] is None
+    assert old["magnitude"] is False and old["rotate_copies"] == 0
