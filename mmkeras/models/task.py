@@ -7,6 +7,13 @@ regressions, each a named output with its own loss weight), and passes the backb
 ``sum_i alpha_i L_i + beta ||h||^2`` with ``h`` the fused representation
 (``representation_penalty`` = beta, averaged over the batch).
 
+Unimodal heads (``tasks={"label": {"unimodal_loss_weight": gamma}}``, intermediate fusions):
+one more classification head per modality on its encoder's pooled output, each trained on the
+main label with weight gamma, so every encoder is discriminative on its own. They exist only in
+:meth:`FusionClassifier.training_model` (outputs ``<modality>_unimodal``); predictions,
+``model.keras`` and the export are as without them. A single-modality model gets none (its main
+head already is that modality's head).
+
 Example:
     >>> from mmkeras.models.backbone import FusionBackbone
     >>> backbone = FusionBackbone({"acc": {"input_kind": "sequence", "shape": [64, 3]}},
@@ -27,6 +34,7 @@ from mmkeras.models.backbone import FusionBackbone
 
 TASK_TYPES = ("classification", "regression")
 PRIMARY = "probabilities"
+UNIMODAL_SUFFIX = "_unimodal"
 
 
 @keras.saving.register_keras_serializable(package="mmkeras")
@@ -38,7 +46,8 @@ class FusionClassifier(keras.Model):
         num_classes: classes of the main label (output ``probabilities``).
         tasks: extra heads ``{name: {"type": "classification"|"regression",
             "num_classes": K (classification), "loss_weight": alpha}}``; a ``label`` entry sets
-            only the main task's loss weight.
+            only the main task's loss weight and ``unimodal_loss_weight`` (the weight of the
+            unimodal heads; 0, the default, adds none).
         dropout: dropout before the heads.
         representation_penalty: beta, weight of the mean squared norm of the fused vector.
     """
@@ -59,8 +68,24 @@ class FusionClassifier(keras.Model):
             if name != "label" and backbone.fusion_level == "late":
                 raise ValueError(f"task {name!r}: extra tasks need an early or intermediate "
                                  f"fusion; {backbone.fusion!r} is a late fusion")
+            if name != "label" and t.get("unimodal_loss_weight"):
+                raise ValueError(f"task {name!r}: only the main task ('label') has unimodal "
+                                 f"heads")
+        unimodal_weight = float(tasks.get("label", {}).get("unimodal_loss_weight", 0.0))
+        if unimodal_weight and backbone.fusion_level != "intermediate":
+            raise ValueError(f"unimodal heads need an intermediate fusion (one encoder per "
+                             f"modality); {backbone.fusion!r} is a {backbone.fusion_level} "
+                             f"fusion")
+        if len(backbone.modalities) == 1:  # its main head already is the unimodal head
+            unimodal_weight = 0.0
         inputs = backbone.input
-        out = backbone(inputs)
+        if unimodal_weight:  # the backbone's graph, also returning each encoder's pooled output
+            source = keras.Model(inputs, {**backbone.output, **{
+                m + UNIMODAL_SUFFIX: _pooled(backbone.get_layer(f"{m}_encoder"))
+                for m in backbone.modalities}}, name="backbone_and_encoders")
+            out = source(inputs)
+        else:
+            out = backbone(inputs)
         fused = out["fused"]
         outputs: dict[str, Any] = {}
         if backbone.fusion_level == "late":  # the fusion already combined class probabilities
@@ -78,10 +103,17 @@ class FusionClassifier(keras.Model):
                 units = t.get("num_classes", 1) if t.get("type") != "regression" else 1
                 outputs[name] = self._head(fused, name, units, backbone.embed_dim,
                                            regression=t.get("type") == "regression")
+        unimodal = {}
+        for m in backbone.modalities if unimodal_weight else ():
+            name = m + UNIMODAL_SUFFIX
+            x = keras.layers.Dropout(dropout, name=f"{name}_dropout")(out[name])
+            unimodal[name] = self._head(x, name, num_classes, backbone.embed_dim)
         if "modality_weights" in out:
             outputs["modality_weights"] = keras.layers.Activation(
                 "linear", dtype="float32", name="modality_weights")(out["modality_weights"])
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self._unimodal_outputs = unimodal
+        self.unimodal_loss_weight = unimodal_weight
         self.backbone = backbone
         self.num_classes = num_classes
         self.tasks = tasks
@@ -95,17 +127,24 @@ class FusionClassifier(keras.Model):
                                   dtype="float32", name=name)(x)
 
     def training_model(self) -> keras.Model:
-        """The same layers without the ``modality_weights`` output (it has no target).
+        """The same layers without the ``modality_weights`` output (it has no target), plus the
+        unimodal heads' outputs if any (scored against the main label's target).
 
         Compile and fit this one; weights are shared, so training it trains the task.
         """
         outputs = {k: v for k, v in self.output.items() if k != "modality_weights"}
-        return keras.Model(self.input, outputs, name=f"{self.name}_training")
+        if not self._unimodal_outputs:
+            return keras.Model(self.input, outputs, name=f"{self.name}_training")
+        return _UnimodalTraining(self.input, {**outputs, **self._unimodal_outputs},
+                                 name=f"{self.name}_training")
 
     def losses_and_weights(self) -> tuple[dict[str, Any], dict[str, float]]:
         """Keras ``loss`` and ``loss_weights`` dicts for ``compile`` (weights are not trained)."""
         losses: dict[str, Any] = {PRIMARY: "sparse_categorical_crossentropy"}
         weights = {PRIMARY: float(self.tasks.get("label", {}).get("loss_weight", 1.0))}
+        for name in self._unimodal_outputs:
+            losses[name] = "sparse_categorical_crossentropy"
+            weights[name] = self.unimodal_loss_weight
         for name, t in self.tasks.items():
             if name == "label":
                 continue
@@ -130,3 +169,31 @@ class FusionClassifier(keras.Model):
         config = dict(config)
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         return cls(**config)
+
+
+def _pooled(encoder: keras.layers.Layer):
+    """The ``pooled`` output of an encoder called once in a functional graph."""
+    flat = keras.tree.flatten(encoder.output)
+    order = keras.tree.flatten(encoder.outputs("pooled", "tokens", "mask"))
+    return flat[order.index("pooled")]
+
+
+class _UnimodalTraining(keras.Model):
+    """A training model whose ``<modality>_unimodal`` outputs are scored on the main target."""
+
+    def _targets(self, y, sample_weight):
+        """``y`` (and dict ``sample_weight``) with the main entry copied to each head."""
+        heads = [k for k in self.output if k.endswith(UNIMODAL_SUFFIX)]
+        main = y[PRIMARY] if isinstance(y, dict) else y
+        y = {**(y if isinstance(y, dict) else {PRIMARY: y}), **{k: main for k in heads}}
+        if isinstance(sample_weight, dict):
+            sample_weight = {**sample_weight, **{k: sample_weight.get(PRIMARY) for k in heads}}
+        return y, sample_weight
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        y, sample_weight = self._targets(y, sample_weight)
+        return super().compute_loss(x, y, y_pred, sample_weight, training)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        y, sample_weight = self._targets(y, sample_weight)
+        return super().compute_metrics(x, y, y_pred, sample_weight)
