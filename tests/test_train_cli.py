@@ -109,3 +109,22 @@ def test_print_config_is_quiet_yaml(tmp_path):
     cfg = yaml.safe_load(proc.stdout)
     assert cfg["epochs"] == 3 and cfg["strict"] is True and cfg["learning_rate"] == 0.002
     assert not CHATTER.search(proc.stdout)
+
+
+def test_a_configs_encoders_for_modalities_left_out_are_dropped(tiny_machine, tmp_path):
+    """``modalities=[x]`` with a config naming encoders of other modalities (as avdigits.yaml
+    does for audio) trains x alone instead of failing on an unknown modality."""
+    import tensorflow as tf
+
+    from mmkeras.config import resolve_config
+    from mmkeras.training.trainer import _fit
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"encoders": {
+        "audio": {"name": "spectrogram_cnn", "utterance_norm": "mean"},
+        "environment": {"name": "gru"}}}))
+    cfg = resolve_config(config, ["modalities=[environment]", "epochs=1", "embed_dim=8"])
+    data = tiny_machine.select(cfg.modalities)
+    model, history = _fit(cfg, data, tf.distribute.get_strategy(), tmp_path, chief=True)
+    assert len(history["loss"]) == 1
+    assert [k for k in model.input if not k.endswith("_present")] == ["environment"]

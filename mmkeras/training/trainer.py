@@ -192,10 +192,13 @@ def _fit(cfg: Config, dataset: MultimodalDataset, strategy: tf.distribute.Strate
     global_batch = cfg.batch_size * replicas
     n_train = dataset.num_examples("train")
     plain = cfg.to_dict()  # encoders, fusion and tasks as plain mappings
+    encoders = plain["encoders"]
+    if cfg.modalities is not None:  # a config's encoders for the modalities left out go too
+        encoders = {m: e for m, e in encoders.items() if m in dataset.modalities}
     with strategy.scope():
         preprocessor, task = build_models(
             dataset.modalities, state, len(dataset.class_names),
-            encoders=plain["encoders"], fusion=plain["fusion"], embed_dim=cfg.embed_dim,
+            encoders=encoders, fusion=plain["fusion"], embed_dim=cfg.embed_dim,
             dropout=cfg.dropout, modality_dropout=cfg.modality_dropout, tasks=plain["tasks"],
             representation_penalty=cfg.representation_penalty, seed=cfg.seed,
             step_masks=dataset_step_masks(dataset),
