@@ -26,7 +26,8 @@ manifest columns (one row per example, or per recording with a windowed schema):
   the label column and the group column named in the schema
 
 Beam pipeline options (anything else on the command line; default: the local DirectRunner
-with --direct_num_workers=2 --direct_running_mode=multi_processing):
+with --direct_num_workers=2 --direct_running_mode=multi_processing
+--default_sdk_harness_log_level=WARNING):
   --runner=DirectRunner --direct_num_workers=4 --direct_running_mode=multi_processing
   --runner=FlinkRunner --flink_master=HOST:8081 --environment_type=LOOPBACK
   --runner=SparkRunner --spark_master_url=spark://HOST:7077

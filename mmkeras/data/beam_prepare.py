@@ -61,6 +61,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,7 @@ import yaml
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.utils.interactive_utils import is_in_ipython
+from tqdm import tqdm
 
 from mmkeras.data.align import align_streams, fixed_rate_grid
 from mmkeras.data.audio import read_audio
@@ -97,8 +99,9 @@ from mmkeras.models.preprocessor import spec_from_dict
 __all__ = ["LOCAL_OPTIONS", "PreprocessingStats", "prepare", "stored_features"]
 
 LOCAL_OPTIONS = ["--runner=DirectRunner", "--direct_num_workers=2",
-                 "--direct_running_mode=multi_processing"]
-"""The default pipeline options: DirectRunner with two worker processes."""
+                 "--direct_running_mode=multi_processing",
+                 "--default_sdk_harness_log_level=WARNING"]
+"""The default pipeline options: DirectRunner with two worker processes (their INFO log off)."""
 COMPRESSION = "GZIP"
 METRICS = "mmkeras.prepare"
 PARTS = ".parts"  # per-row part files under the output folder, removed when the run ends
@@ -489,12 +492,15 @@ def manifest_rows(manifest: str | os.PathLike, schema: PrepareSchema
 
 
 def build(pipeline: beam.Pipeline, manifest: str, schema: PrepareSchema, out: str,
-          num_shards: int) -> None:
-    """Add the preparation's transforms to ``pipeline`` (see the module docstring)."""
+          num_shards: int, rows: list[tuple[int, dict[str, Any]]] | None = None) -> None:
+    """Add the preparation's transforms to ``pipeline`` (see the module docstring); ``rows``:
+    :func:`manifest_rows` if already read."""
     features = stored_features(schema)
     specs = {n: {"name": n, "kind": s.kind, "shape": list(s.shape), "dtype": s.dtype,
                  "options": s.options} for n, s in schema.modality_specs().items()}
-    rows = pipeline | "Rows" >> beam.Create(manifest_rows(manifest, schema), reshuffle=True)
+    if rows is None:
+        rows = manifest_rows(manifest, schema)
+    rows = pipeline | "Rows" >> beam.Create(rows, reshuffle=True)
     read = rows | "Read" >> beam.ParDo(ReadRow(schema, manifest)).with_outputs(
         ReadRow.QUARANTINE, main="examples")
     _ = (read[ReadRow.QUARANTINE]
@@ -567,11 +573,18 @@ def prepare(
         return _prepare_in_child(manifest, schema_file or schema, out, pipeline_args, num_shards)
     options = PipelineOptions(list(LOCAL_OPTIONS if pipeline_args is None else pipeline_args))
     pipeline = beam.Pipeline(options=options)
-    build(pipeline, manifest, schema, str(out.resolve()), num_shards)
+    rows = manifest_rows(manifest, schema)
+    build(pipeline, manifest, schema, str(out.resolve()), num_shards, rows)
+    finished = threading.Event()
+    watcher = threading.Thread(target=_show_progress, args=(out / PARTS, len(rows), finished),
+                               daemon=True)
+    watcher.start()
     try:
         result = pipeline.run()
         result.wait_until_finish()
     finally:
+        finished.set()
+        watcher.join()
         shutil.rmtree(out / PARTS, ignore_errors=True)
     windows = _counters(result) if schema.streams() else None
     quarantine = out / "quarantine.csv"
@@ -606,6 +619,18 @@ def prepare(
     }
     _write_json(card, str(out / "dataset.json"))
     return card
+
+
+def _show_progress(parts: Path, rows: int, finished: threading.Event) -> None:
+    """A progress bar on a terminal (none otherwise): manifest rows with their part file
+    written, polled every second; rows without examples (bad, too short) count at the end."""
+    with tqdm(total=rows, desc="prepare: rows", unit="row", disable=None, leave=False) as bar:
+        while not finished.wait(1.0):
+            if parts.is_dir():
+                bar.update(sum(1 for _ in parts.rglob("*.tfrecord")) - bar.n)
+                if bar.n >= rows:
+                    bar.set_description("prepare: writing shards")
+        bar.update(rows - bar.n)
 
 
 def _prepare_in_child(manifest: str, schema: str | PrepareSchema, out: Path,
