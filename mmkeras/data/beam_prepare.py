@@ -491,15 +491,13 @@ def manifest_rows(manifest: str | os.PathLike, schema: PrepareSchema
     return list(zip((int(n) for n in table.index), table.to_dict("records"), strict=True))
 
 
-def build(pipeline: beam.Pipeline, manifest: str, schema: PrepareSchema, out: str,
-          num_shards: int, rows: list[tuple[int, dict[str, Any]]] | None = None) -> None:
+def build(pipeline: beam.Pipeline, manifest: str, rows: list[tuple[int, dict[str, Any]]],
+          schema: PrepareSchema, out: str, num_shards: int) -> None:
     """Add the preparation's transforms to ``pipeline`` (see the module docstring); ``rows``:
-    :func:`manifest_rows` if already read."""
+    the manifest's :func:`manifest_rows`."""
     features = stored_features(schema)
     specs = {n: {"name": n, "kind": s.kind, "shape": list(s.shape), "dtype": s.dtype,
                  "options": s.options} for n, s in schema.modality_specs().items()}
-    if rows is None:
-        rows = manifest_rows(manifest, schema)
     rows = pipeline | "Rows" >> beam.Create(rows, reshuffle=True)
     read = rows | "Read" >> beam.ParDo(ReadRow(schema, manifest)).with_outputs(
         ReadRow.QUARANTINE, main="examples")
@@ -574,7 +572,7 @@ def prepare(
     options = PipelineOptions(list(LOCAL_OPTIONS if pipeline_args is None else pipeline_args))
     pipeline = beam.Pipeline(options=options)
     rows = manifest_rows(manifest, schema)
-    build(pipeline, manifest, schema, str(out.resolve()), num_shards, rows)
+    build(pipeline, manifest, rows, schema, str(out.resolve()), num_shards)
     finished = threading.Event()
     watcher = threading.Thread(target=_show_progress, args=(out / PARTS, len(rows), finished),
                                daemon=True)
