@@ -31,16 +31,24 @@ with --direct_num_workers=2 --direct_running_mode=multi_processing
   --runner=DirectRunner --direct_num_workers=4 --direct_running_mode=multi_processing
   --runner=FlinkRunner --flink_master=HOST:8081 --environment_type=LOOPBACK
   --runner=SparkRunner --spark_master_url=spark://HOST:7077
-  (on a cluster, the manifest, its files and --out must be on a file system every worker
-  mounts, e.g. NFS; URLs such as gs:// are refused, so Dataflow is not supported yet)
+  --runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp
+      --extra_package=dist/mmkeras-<version>-py3-none-any.whl
+      (needs pip install "apache-beam[gcp]"; build the wheel with
+      pip wheel --no-deps -w dist . in the repository; see the README)
+  (the manifest, its files and --out may be URLs: gs://, hdfs://, file://, read and written
+  through TensorFlow's file systems; on a cluster they must be reachable from every worker:
+  a bucket, or a file system every worker mounts)
 
 examples:
   python -m mmkeras.prepare --manifest recordings.csv --schema schema.yaml --out prepared/
+  python -m mmkeras.prepare --manifest gs://B/recordings.csv --schema schema.yaml \
+      --out gs://B/prepared/ --runner=DataflowRunner ...   (see above)
   python -m mmkeras.train dataset=prepared dataset_args.path=prepared/ epochs=5
 
 outputs in --out: train/ val/ test/ (TFRecord shards + schema.json), preprocessing.json,
 quarantine.csv (bad rows and why), dataset.json (written last). Exit status 1 with a one-line
-message for a bad schema, manifest or empty split.
+message for a bad schema, manifest or empty split, or a file or bucket that cannot be read or
+written.
 """
 
 
@@ -70,7 +78,6 @@ def main(argv: list[str] | None = None) -> int:
     startup: list[str] = []
     with native_stderr(startup):  # TensorFlow's C++ start-up lines, shown only if not chatter
         from mmkeras.data.beam_prepare import LOCAL_OPTIONS, prepare
-        from mmkeras.data.quarantine import DataError
     if kept := drop_chatter(startup):
         print("\n".join(kept), file=sys.stderr)
 
@@ -78,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         beam_args = [*LOCAL_OPTIONS, *beam_args]
     try:
         card = prepare(args.manifest, args.schema, args.out, beam_args, args.num_shards)
-    except (ValueError, FileExistsError, DataError) as err:
+    except (ValueError, OSError) as err:  # DataError is a ValueError; OSError: files, buckets
         print(one_line(err), file=sys.stderr)
         return 1
     counts = card["num_examples"]

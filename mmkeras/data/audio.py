@@ -67,6 +67,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mmkeras.data import fs
+
 __all__ = [
     "LogMelSpectrogram",
     "Mfcc",
@@ -472,8 +474,7 @@ def read_audio(
     import soundfile as sf
 
     path = os.fspath(path)
-    with open(path, "rb") as fh:
-        raw = fh.read()
+    raw = fs.read_bytes(path)
     if raw[:4] in (b"RIFF", b"RIFX") and raw[8:12] == b"WAVE":
         _check_riff(path, raw)
     try:

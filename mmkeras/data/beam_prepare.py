@@ -39,10 +39,11 @@ Each stored example holds the modalities' raw inputs (the dtype and shape of the
 modalities, ``label`` (int32 class index), ``group`` (string), ``row`` (int64 manifest row) and
 ``start_s`` (float64 start of the window on the recording's timeline; 0 for row examples).
 
-Files are read and written through the launcher's and workers' local file system: on a
-cluster (Flink, Spark), the manifest, the files it names and ``--out`` must be on a file system
-every worker mounts (NFS, a FUSE mount of a bucket); URLs such as ``gs://`` are refused. So
-Dataflow, whose workers share no file system, is not supported yet.
+Paths may be URLs (``gs://``, ``hdfs://``, ``file://``: :mod:`mmkeras.data.fs`, through
+TensorFlow's file systems): the manifest, the files its rows name (relative to the manifest,
+or absolute paths or URLs of their own) and ``--out``. So on Dataflow, whose workers share no
+disk, everything lives in a bucket; on Flink or Spark, in a bucket or on a file system every
+worker mounts.
 
 Example:
     summary = prepare("manifest.csv", "schema.yaml", "prepared/",
@@ -53,11 +54,12 @@ Example:
 from __future__ import annotations
 
 import collections
+import csv
 import hashlib
+import io
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -76,6 +78,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.utils.interactive_utils import is_in_ipython
 from tqdm import tqdm
 
+from mmkeras.data import fs
 from mmkeras.data.align import align_streams, fixed_rate_grid
 from mmkeras.data.audio import read_audio
 from mmkeras.data.download import sha256_file
@@ -140,7 +143,7 @@ class ReadRow(beam.DoFn):
 
     def setup(self) -> None:
         self.fields = dict(self.schema.manifest_schema().fields)
-        self.base = Path(os.path.abspath(self.manifest)).parent
+        self.base = fs.parent(self.manifest)
 
     def process(self, element: tuple[int, dict[str, Any]]) -> Iterator[Any]:
         n, row = element
@@ -194,8 +197,8 @@ class ReadRow(beam.DoFn):
                     raise _RowError(f"missing value: column '{name}_path' is empty")
                 absent.append(name)
                 continue
-            file = os.path.join(self.base, str(cell))
-            if not os.path.isfile(file):
+            file = fs.join(self.base, str(cell))
+            if not fs.isfile(file):
                 raise _RowError(f"missing file: {name}_path does not exist", file)
             try:
                 t, x = read_stream(file)
@@ -420,9 +423,9 @@ class WritePart(beam.DoFn):
         if not examples:
             return
         shard = _shard_of(f"{row:012d}", self.num_shards)
-        folder = Path(self.parts) / split / f"{shard:05d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = str(folder / f"{row:012d}.tfrecord")
+        folder = fs.join(self.parts, f"{split}/{shard:05d}")
+        fs.makedirs(folder)
+        path = fs.join(folder, f"{row:012d}.tfrecord")
         with tf.io.TFRecordWriter(path) as writer:
             for example in examples:
                 writer.write(serialize_example(example, self.features))
@@ -439,14 +442,15 @@ class WriteShard(beam.DoFn):
     def process(self, element: tuple[tuple[str, int], Any]) -> Iterator[tuple[str, dict]]:
         (split, shard), parts = element
         parts = sorted(parts)
-        path = Path(self.out) / split / shard_name(shard, self.num_shards, COMPRESSION)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        name = shard_name(shard, self.num_shards, COMPRESSION)
+        fs.makedirs(fs.join(self.out, split))
+        path = fs.join(self.out, f"{split}/{name}")
         records = tf.data.TFRecordDataset([p for _, p, _ in parts], buffer_size=1 << 20)
-        with tf.io.TFRecordWriter(str(path), tf.io.TFRecordOptions(COMPRESSION)) as writer:
+        with tf.io.TFRecordWriter(path, tf.io.TFRecordOptions(COMPRESSION)) as writer:
             for data in records.as_numpy_iterator():
                 writer.write(data)
-        yield split, {"file": path.name, "num_examples": sum(n for _, _, n in parts),
-                      "num_bytes": path.stat().st_size, "sha256": sha256_file(path)}
+        yield split, {"file": name, "num_examples": sum(n for _, _, n in parts),
+                      "num_bytes": fs.stat(path)[0], "sha256": sha256_file(path)}
 
 
 def _shard_of(key: str, num_shards: int) -> int:
@@ -456,14 +460,12 @@ def _shard_of(key: str, num_shards: int) -> int:
 def _write_split_schema(element: tuple[str, Any], out: str, features: dict) -> str:
     split, shards = element
     shards = sorted(shards, key=lambda s: s["file"])
-    write_schema(Path(out) / split, features, COMPRESSION, shards)
+    write_schema(fs.join(out, split), features, COMPRESSION, shards)
     return split
 
 
 def _write_json(value: Any, path: str) -> None:
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n")
-    tmp.replace(path)
+    fs.write_text(path, json.dumps(value, indent=2) + "\n")
 
 
 def _write_quarantine(records: list[tuple[int, str, str]], path: str) -> None:
@@ -503,9 +505,9 @@ def build(pipeline: beam.Pipeline, manifest: str, rows: list[tuple[int, dict[str
         ReadRow.QUARANTINE, main="examples")
     _ = (read[ReadRow.QUARANTINE]
          | "AllBad" >> beam.combiners.ToList()
-         | "Quarantine" >> beam.Map(_write_quarantine, os.path.join(out, "quarantine.csv")))
+         | "Quarantine" >> beam.Map(_write_quarantine, fs.join(out, "quarantine.csv")))
     _ = (read.examples
-         | "WriteParts" >> beam.ParDo(WritePart(os.path.join(out, PARTS), features, num_shards))
+         | "WriteParts" >> beam.ParDo(WritePart(fs.join(out, PARTS), features, num_shards))
          | "ByShard" >> beam.GroupByKey()
          | "WriteShards" >> beam.ParDo(WriteShard(out, num_shards))
          | "BySplit" >> beam.GroupByKey()
@@ -514,7 +516,7 @@ def build(pipeline: beam.Pipeline, manifest: str, rows: list[tuple[int, dict[str
          | "Train" >> beam.Filter(lambda e: e[0] == "train")
          | "TrainExamples" >> beam.FlatMap(lambda e: e[2])
          | "Fit" >> beam.CombineGlobally(PreprocessingStats(specs)).without_defaults()
-         | "Statistics" >> beam.Map(_write_json, os.path.join(out, "statistics.json")))
+         | "Statistics" >> beam.Map(_write_json, fs.join(out, "statistics.json")))
 
 
 def _counters(result: beam.runners.runner.PipelineResult) -> dict[str, int] | None:
@@ -556,26 +558,20 @@ def prepare(
     schema = schema if isinstance(schema, PrepareSchema) else load_schema(schema)
     if num_shards < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}")
-    for what, path in (("manifest", manifest), ("out", out)):
-        if "://" in str(path):
-            raise ValueError(f"{what} {path}: URLs (gs://, s3://, hdfs://) are not supported; "
-                             "give a path on a file system every Beam worker mounts (local "
-                             "disk for the DirectRunner, NFS or a FUSE mount of the bucket on "
-                             "a cluster)")
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
+    out = fs.abspath(fs.clean(out))
+    if fs.isdir(out) and fs.listdir(out):
         raise FileExistsError(f"{out} is not empty; prepare into a new folder")
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = str(Path(manifest))
+    fs.makedirs(out)
+    manifest = fs.clean(manifest)
     if is_in_ipython():
         return _prepare_in_child(manifest, schema_file or schema, out, pipeline_args, num_shards)
     options = PipelineOptions(list(LOCAL_OPTIONS if pipeline_args is None else pipeline_args))
     pipeline = beam.Pipeline(options=options)
     rows = manifest_rows(manifest, schema)
-    build(pipeline, manifest, rows, schema, str(out.resolve()), num_shards)
+    build(pipeline, manifest, rows, schema, out, num_shards)
     finished = threading.Event()
-    watcher = threading.Thread(target=_show_progress, args=(out / PARTS, len(rows), finished),
-                               daemon=True)
+    watcher = threading.Thread(target=_show_progress,
+                               args=(fs.join(out, PARTS), len(rows), finished), daemon=True)
     watcher.start()
     try:
         result = pipeline.run()
@@ -583,23 +579,25 @@ def prepare(
     finally:
         finished.set()
         watcher.join()
-        shutil.rmtree(out / PARTS, ignore_errors=True)
+        fs.rmtree(fs.join(out, PARTS))
     windows = _counters(result) if schema.streams() else None
-    quarantine = out / "quarantine.csv"
-    bad = sum(1 for _ in quarantine.open()) - 1 if quarantine.is_file() else 0
+    quarantine = fs.join(out, "quarantine.csv")
+    bad = 0
+    if fs.isfile(quarantine):  # csv rows, not lines: a reason may hold a line break
+        bad = len(list(csv.reader(io.StringIO(fs.read_text(quarantine))))) - 1
     counts = {}
     for split in SPLITS:
-        schema_file = out / split / "schema.json"
-        counts[split] = json.loads(schema_file.read_text())["num_examples"] if (
-            schema_file.is_file()) else 0
+        schema_file = fs.join(out, f"{split}/schema.json")
+        counts[split] = json.loads(fs.read_text(schema_file))["num_examples"] if (
+            fs.isfile(schema_file)) else 0
     empty = [s for s in SPLITS if not counts[s]]
     if empty:
         raise EmptyDataError(f"{manifest}: split {empty[0]!r} has no examples ({bad} bad "
                              f"row(s) skipped, see {quarantine}): check split.fractions and "
                              "split.assign in the schema, and the manifest")
-    stats = json.loads((out / "statistics.json").read_text())
-    _write_json(stats["state"], str(out / "preprocessing.json"))
-    (out / "statistics.json").unlink()
+    stats = json.loads(fs.read_text(fs.join(out, "statistics.json")))
+    _write_json(stats["state"], fs.join(out, "preprocessing.json"))
+    fs.remove(fs.join(out, "statistics.json"))
     card = {
         "format": "mmkeras-prepared",
         "version": 1,
@@ -612,26 +610,26 @@ def prepare(
         "bad_rows": bad,
         "ranges": stats["ranges"],
         "windows": windows,
-        "manifest": os.path.abspath(manifest),
+        "manifest": fs.abspath(manifest),
         "schema": schema.model_dump(mode="json"),
     }
-    _write_json(card, str(out / "dataset.json"))
+    _write_json(card, fs.join(out, "dataset.json"))
     return card
 
 
-def _show_progress(parts: Path, rows: int, finished: threading.Event) -> None:
+def _show_progress(parts: str, rows: int, finished: threading.Event) -> None:
     """A progress bar on a terminal (none otherwise): manifest rows with their part file
     written, polled every second; rows without examples (bad, too short) count at the end."""
     with tqdm(total=rows, desc="prepare: rows", unit="row", disable=None, leave=False) as bar:
         while not finished.wait(1.0):
-            if parts.is_dir():
-                bar.update(sum(1 for _ in parts.rglob("*.tfrecord")) - bar.n)
+            if fs.isdir(parts):
+                bar.update(len(fs.glob(fs.join(parts, "*/*/*.tfrecord"))) - bar.n)
                 if bar.n >= rows:
                     bar.set_description("prepare: writing shards")
         bar.update(rows - bar.n)
 
 
-def _prepare_in_child(manifest: str, schema: str | PrepareSchema, out: Path,
+def _prepare_in_child(manifest: str, schema: str | PrepareSchema, out: str,
                       pipeline_args: Sequence[str] | None, num_shards: int) -> dict[str, Any]:
     """:func:`prepare` in a child ``python -m mmkeras.prepare``, for Jupyter and IPython.
 
@@ -645,7 +643,7 @@ def _prepare_in_child(manifest: str, schema: str | PrepareSchema, out: Path,
             schema = str(path)
         args = list(LOCAL_OPTIONS if pipeline_args is None else pipeline_args)
         cmd = [sys.executable, "-m", "mmkeras.prepare", "--manifest", manifest, "--schema",
-               schema, "--out", str(out), "--num-shards", str(num_shards), *args]
+               schema, "--out", out, "--num-shards", str(num_shards), *args]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.stdout:
         print(done.stdout, end="")
@@ -654,4 +652,4 @@ def _prepare_in_child(manifest: str, schema: str | PrepareSchema, out: Path,
     if done.returncode:
         raise RuntimeError(f"python -m mmkeras.prepare exited with {done.returncode}:\n"
                            + "\n".join(done.stderr.strip().splitlines()[-20:]))
-    return json.loads((out / "dataset.json").read_text())
+    return json.loads(fs.read_text(fs.join(out, "dataset.json")))

@@ -20,6 +20,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from mmkeras import paths
+from mmkeras.data import fs
 
 
 def cache_root() -> Path:
@@ -46,8 +47,9 @@ def local_data(subdir: str) -> Path | None:
 
 
 def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file (a local path or a URL, see :mod:`mmkeras.data.fs`)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with fs.open_file(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

@@ -33,6 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mmkeras.data import fs
 from mmkeras.data.standardize import Method, Standardizer, fit_stats
 
 __all__ = [
@@ -205,8 +206,7 @@ def read_image(path: str | os.PathLike, channels: int = 1) -> np.ndarray:
     """
     path = os.fspath(path)
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
+        raw = fs.read_bytes(path)
     except OSError as err:
         raise ValueError(f"{path}: cannot read image file: {err}") from err
     try:

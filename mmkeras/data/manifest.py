@@ -68,19 +68,20 @@ Example:
 from __future__ import annotations
 
 import functools
+import io
 import json
 import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from mmkeras.data import fs
 from mmkeras.data.align import align
 from mmkeras.data.audio import decode_wav, pad_or_crop, read_audio
 from mmkeras.data.image import decode_image
@@ -236,7 +237,7 @@ def read_manifest(
         df, q = read_manifest("data/train.jsonl", schema)
         print(q.summary())
     """
-    path = Path(path)
+    path = fs.clean(path)
     table, fields = open_manifest(path, schema)
     quarantine = Quarantine(strict=strict)
     rows: dict[int, dict[str, Any]] = {}
@@ -265,7 +266,7 @@ def open_manifest(
         ValueError: unknown extension, unreadable table, required columns missing (named), or
             an optional field with only some of its columns.
     """
-    path = Path(path)
+    path = fs.clean(path)
     table = _read_table(path)
     missing = [
         c for name, f in schema.fields.items() if f.required for c in f.columns(name)
@@ -292,8 +293,8 @@ def validate_row(
         table, fields = open_manifest("train.csv", schema)
         values, bad = validate_row("train.csv", 0, table.iloc[0].to_dict(), fields)
     """
-    path = Path(path)
-    base = Path(os.path.abspath(path)).parent
+    path = fs.clean(path)
+    base = fs.parent(path)
     try:
         return {c: v for name, f in fields.items() for c, v in _check(name, f, row, base)}, None
     except _BadRow as bad:
@@ -366,10 +367,11 @@ def read_stream(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     if suffix not in (".csv", ".npy"):
         raise ValueError(f"{path}: bad stream: unsupported file type {suffix!r}; use .csv or .npy")
     try:
+        raw = io.BytesIO(fs.read_bytes(path))
         if suffix == ".npy":
-            data = np.load(path, allow_pickle=False)
+            data = np.load(raw, allow_pickle=False)
         else:
-            cells = pd.read_csv(path, header=None, dtype=str, keep_default_na=False).to_numpy()
+            cells = pd.read_csv(raw, header=None, dtype=str, keep_default_na=False).to_numpy()
             if cells.size and not all(_is_float(c) for c in cells[0]):
                 cells = cells[1:]
             data = np.where(cells == "", "nan", cells)
@@ -414,8 +416,8 @@ def read_stream_window(
         (100, 3)
     """
     path = os.fspath(path)
-    stat = os.stat(path)
-    t, x = _finite_stream(path, stat.st_mtime_ns, stat.st_size)
+    size, mtime_ns = fs.stat(path)
+    t, x = _finite_stream(path, mtime_ns, size)
     if not start < end:
         raise ValueError(
             f"{path}: bad stream window: start {start:g} s is not before end {end:g} s"
@@ -441,31 +443,32 @@ def _finite_stream(path: str, mtime_ns: int, size: int) -> tuple[np.ndarray, np.
     return t[keep], x[keep]
 
 
-def _read_table(path: Path) -> pd.DataFrame:
-    suffix = path.suffix.lower()
+def _read_table(path: str) -> pd.DataFrame:
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in (".csv", ".parquet", ".jsonl"):
+        raise ValueError(f"{path}: unknown manifest type {suffix!r}; use .csv, .parquet or .jsonl")
+    raw = fs.read_bytes(path)
     if suffix == ".csv":
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
+        return pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False)
     if suffix == ".parquet":
-        return pd.read_parquet(path, dtype_backend="pyarrow")
-    if suffix == ".jsonl":
-        records = []
-        with path.open(encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{line_no}: invalid JSON: {err}") from err
-                if not isinstance(record, dict):
-                    raise ValueError(f"{path}:{line_no}: expected a JSON object per line")
-                records.append(record)
-        keys = dict.fromkeys(k for record in records for k in record)  # a missing key is None
-        return pd.DataFrame([{k: r.get(k) for k in keys} for r in records], dtype=object)
-    raise ValueError(f"{path}: unknown manifest type {suffix!r}; use .csv, .parquet or .jsonl")
+        return pd.read_parquet(io.BytesIO(raw), dtype_backend="pyarrow")
+    records = []
+    with io.StringIO(raw.decode("utf-8"), newline=None) as f:  # universal newlines, as open()
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{line_no}: invalid JSON: {err}") from err
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}:{line_no}: expected a JSON object per line")
+            records.append(record)
+    keys = dict.fromkeys(k for record in records for k in record)  # a missing key is None
+    return pd.DataFrame([{k: r.get(k) for k in keys} for r in records], dtype=object)
 
 
-def _check(name: str, f: Field, row: dict[str, Any], base: Path) -> list[tuple[str, Any]]:
+def _check(name: str, f: Field, row: dict[str, Any], base: str) -> list[tuple[str, Any]]:
     """Validate one field of one row -> normalised ``(column, value)`` pairs; raise _BadRow."""
     cols = f.columns(name)
     absent_if_empty = cols[:1] if f.kind in FILE_KINDS else cols
@@ -489,8 +492,8 @@ def _check(name: str, f: Field, row: dict[str, Any], base: Path) -> list[tuple[s
         return [(name, match[0])]
     if _missing(row[cols[0]]):
         raise _BadRow(f"missing value: column {cols[0]!r} is empty")
-    file = os.path.join(base, str(row[cols[0]]))
-    if not os.path.isfile(file):
+    file = fs.join(base, str(row[cols[0]]))
+    if not fs.isfile(file):
         raise _BadRow(f"missing file: {cols[0]} does not exist", file)
     try:
         if f.kind == "audio":
@@ -523,7 +526,7 @@ def _check_audio(file: str, f: Field) -> None:
     if rate != f.sample_rate:
         raise _BadRow(f"wrong sample rate: {rate} Hz, expected {f.sample_rate} Hz")
     if file.lower().endswith(".wav"):
-        info = sf.info(file)
+        info = sf.info(io.BytesIO(fs.read_bytes(file)))
         if (info.format, info.subtype) != ("WAV", "PCM_16"):
             raise _BadRow(
                 f"unsupported WAV encoding: {info.format}/{info.subtype}; tf.audio.decode_wav "

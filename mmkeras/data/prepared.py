@@ -21,12 +21,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import tensorflow as tf
 
+from mmkeras.data import fs
 from mmkeras.data.dataset import ModalitySpec, MultimodalDataset
 from mmkeras.data.quarantine import DataError, Quarantine
 from mmkeras.data.tfrecord import read_tfrecords
@@ -42,7 +42,7 @@ class _LazySplit(Mapping):
 
     def __init__(self, dataset: PreparedDataset, split: str) -> None:
         self._dataset, self._split = dataset, split
-        schema = json.loads((dataset.path / split / "schema.json").read_text())
+        schema = json.loads(fs.read_text(fs.join(fs.join(dataset.path, split), "schema.json")))
         self._keys = list(schema["features"])
         self._arrays: dict[str, np.ndarray] | None = None
 
@@ -86,12 +86,12 @@ class PreparedDataset(MultimodalDataset):
 
     def __init__(self, path: str | os.PathLike, shuffle_buffer: int = 1024,
                  verify: bool = True, names: list[str] | None = None) -> None:
-        self.path = Path(path)
-        card_file = self.path / CARD
-        if not card_file.is_file():
+        self.path = fs.clean(path)
+        card_file = fs.join(self.path, CARD)
+        if not fs.isfile(card_file):
             raise DataError(f"{card_file} not found: {self.path} is not a prepared folder, or "
                             "its preparation did not finish (run python -m mmkeras.prepare)")
-        card = json.loads(card_file.read_text())
+        card = json.loads(fs.read_text(card_file))
         if card.get("format") != "mmkeras-prepared" or card.get("version") != 1:
             raise DataError(f"{card_file}: not an mmkeras-prepared v1 folder")
         if shuffle_buffer < 1:
@@ -107,17 +107,17 @@ class PreparedDataset(MultimodalDataset):
         self.card, self.counts = card, dict(card["num_examples"])
         self.shuffle_buffer, self.verify = shuffle_buffer, verify
         self._verified: set[str] = set()
-        state = json.loads((self.path / "preprocessing.json").read_text())
+        state = json.loads(fs.read_text(fs.join(self.path, "preprocessing.json")))
         quarantine = Quarantine()
-        report = self.path / "quarantine.csv"
-        if report.is_file():
+        report = fs.join(self.path, "quarantine.csv")
+        if fs.isfile(report):
             import csv
 
-            with report.open(newline="") as f:
+            with fs.open_file(report) as f:
                 for row in csv.DictReader(f):
                     quarantine.add(row["record"], row["reason"])
         info = {
-            "path": str(self.path),
+            "path": self.path,
             "preprocessing": {n: state[n] for n in specs},
             "ranges": {n: r for n, r in card.get("ranges", {}).items() if n in specs},
             "quarantine": quarantine,
@@ -187,7 +187,8 @@ class PreparedDataset(MultimodalDataset):
         if split not in self.counts:
             raise ValueError(f"unknown split {split!r}; available: {list(self.counts)}")
         verify = self.verify and split not in self._verified
-        ds = read_tfrecords(self.path / split, shuffle_files=shuffle, seed=seed, verify=verify)
+        ds = read_tfrecords(fs.join(self.path, split), shuffle_files=shuffle, seed=seed,
+                            verify=verify)
         self._verified.add(split)
         return ds
 

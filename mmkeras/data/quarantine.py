@@ -14,9 +14,11 @@ Example:
 from __future__ import annotations
 
 import csv
+import os
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+
+from mmkeras.data import fs
 
 
 class DataError(ValueError):
@@ -32,7 +34,7 @@ class EmptyDataError(DataError):
 
 
 def check_not_empty(
-    splits: dict[str, dict], folder: str | Path, quarantine: Quarantine | None = None
+    splits: dict[str, dict], folder: str | os.PathLike, quarantine: Quarantine | None = None
 ) -> None:
     """Raise :class:`EmptyDataError` naming ``folder`` and the first split without examples."""
     skipped = f"; {len(quarantine)} bad record(s) were skipped" if quarantine else ""
@@ -52,7 +54,7 @@ class Quarantine:
     strict: bool = False
     records: list[tuple[str, str]] = field(default_factory=list)
 
-    def add(self, record: str | Path, reason: str) -> None:
+    def add(self, record: str | os.PathLike, reason: str) -> None:
         """Report a bad record; raises :class:`BadRecordError` when ``strict``."""
         if self.strict:
             raise BadRecordError(f"{record}: {reason} (strict mode stops at the first bad record)")
@@ -79,11 +81,9 @@ class Quarantine:
             lines.append(f"  ... {len(self) - limit} more in the report")
         return "\n".join(lines)
 
-    def write(self, path: str | Path) -> Path:
-        """CSV report with one row per bad record: ``record,reason``."""
-        path = Path(path)
-        with path.open("w", newline="") as f:
+    def write(self, path: str | os.PathLike) -> None:
+        """CSV report with one row per bad record: ``record,reason`` (a path or a URL)."""
+        with fs.open_file(path, "w") as f:
             writer = csv.writer(f)
             writer.writerow(["record", "reason"])
             writer.writerows(self.records)
-        return path

@@ -41,6 +41,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from mmkeras.data import fs
 from mmkeras.data.download import sha256_file
 
 __all__ = [
@@ -135,13 +136,13 @@ def write_schema(
     features: dict[str, dict[str, Any]],
     compression: str,
     shards: list[dict[str, Any]],
-) -> Path:
+) -> str:
     """Write ``schema.json`` (last, atomically) for shards written elsewhere, e.g. by Beam.
 
     ``features``: name -> ``{"dtype", "shape"}``; ``shards``: ``{"file", "num_examples",
     "num_bytes", "sha256"}`` each, in shard order. Returns the schema path.
     """
-    out_dir = Path(out_dir)
+    out_dir = fs.clean(out_dir)
     schema = {
         "format": FORMAT,
         "version": 1,
@@ -150,10 +151,9 @@ def write_schema(
         "features": features,
         "shards": shards,
     }
-    tmp = out_dir / f".{SCHEMA_FILE}.tmp"
-    tmp.write_text(json.dumps(schema, indent=2) + "\n")
-    tmp.replace(out_dir / SCHEMA_FILE)
-    return out_dir / SCHEMA_FILE
+    path = fs.join(out_dir, SCHEMA_FILE)
+    fs.write_text(path, json.dumps(schema, indent=2) + "\n")
+    return path
 
 
 def serialize_example(row: dict[str, Any], features: dict[str, dict[str, Any]]) -> bytes:
@@ -204,14 +204,14 @@ def read_tfrecords(
     Example:
         ds = read_tfrecords("out/train", batch_size=32, shuffle_files=True)
     """
-    out_dir = Path(out_dir)
+    out_dir = fs.clean(out_dir)
     schema = _load_schema(out_dir)
     files = []
     for shard in schema["shards"]:
-        path = out_dir / shard["file"]
-        if not path.is_file():
+        path = fs.join(out_dir, shard["file"])
+        if not fs.isfile(path):
             raise FileNotFoundError(f"shard {path} listed in {SCHEMA_FILE} is missing")
-        size = path.stat().st_size
+        size = fs.stat(path)[0]
         if size != shard["num_bytes"]:
             state = "truncated" if size < shard["num_bytes"] else "corrupt"
             raise ValueError(
@@ -223,7 +223,7 @@ def read_tfrecords(
                 f"shard {path} is corrupt: its sha256 differs from {SCHEMA_FILE}; rewrite the "
                 "dataset"
             )
-        files.append(str(path))
+        files.append(path)
     compression = schema["compression"]
     features = schema["features"]
 
@@ -304,14 +304,14 @@ def _example(arrays: dict[str, np.ndarray], features: dict[str, Any], i: int) ->
     return example.SerializeToString(deterministic=True)  # map order fixed: same bytes
 
 
-def _load_schema(out_dir: Path) -> dict[str, Any]:
-    path = out_dir / SCHEMA_FILE
-    if not path.is_file():
+def _load_schema(out_dir: str) -> dict[str, Any]:
+    path = fs.join(out_dir, SCHEMA_FILE)
+    if not fs.isfile(path):
         raise FileNotFoundError(
             f"{path} not found: {out_dir} is not a write_tfrecords folder, or its writing did "
             "not finish (schema.json is written last)"
         )
-    schema = json.loads(path.read_text())
+    schema = json.loads(fs.read_text(path))
     if schema.get("format") != FORMAT or schema.get("version") != 1:
         raise ValueError(f"{path}: not a {FORMAT} v1 schema (format/version fields)")
     return schema
