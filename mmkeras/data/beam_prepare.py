@@ -3,8 +3,9 @@
 :func:`prepare` runs one Beam pipeline (any runner: the options are Beam's own, see
 ``python -m mmkeras.prepare --help``):
 
-1. the manifest's rows (``(row number, cells)``; the table is read by the launcher with
-   :func:`mmkeras.data.manifest.open_manifest`) are validated one by one with
+1. the manifest's rows (``(row number, cells)``; the table is read with
+   :func:`mmkeras.data.manifest.open_manifest` by the launcher, to check its columns before
+   anything runs, and again by a worker, which spreads the rows) are validated one by one with
    :func:`mmkeras.data.manifest.validate_row`, so a bad row goes to the quarantine side output
    with exactly the record and reason :func:`~mmkeras.data.manifest.read_manifest` gives;
 2. each good row becomes one example, or, with a windowed schema, its streams are aligned
@@ -493,14 +494,21 @@ def manifest_rows(manifest: str | os.PathLike, schema: PrepareSchema
     return list(zip((int(n) for n in table.index), table.to_dict("records"), strict=True))
 
 
-def build(pipeline: beam.Pipeline, manifest: str, rows: list[tuple[int, dict[str, Any]]],
-          schema: PrepareSchema, out: str, num_shards: int) -> None:
-    """Add the preparation's transforms to ``pipeline`` (see the module docstring); ``rows``:
-    the manifest's :func:`manifest_rows`."""
+def build(pipeline: beam.Pipeline, manifest: str, schema: PrepareSchema, out: str,
+          num_shards: int) -> None:
+    """Add the preparation's transforms to ``pipeline`` (see the module docstring).
+
+    A worker reads the manifest (:func:`manifest_rows`) and its rows are spread over the
+    workers: the rows are not embedded in the job graph, whose size runners limit (Dataflow:
+    10 MB).
+    """
     features = stored_features(schema)
     specs = {n: {"name": n, "kind": s.kind, "shape": list(s.shape), "dtype": s.dtype,
                  "options": s.options} for n, s in schema.modality_specs().items()}
-    rows = pipeline | "Rows" >> beam.Create(rows, reshuffle=True)
+    rows = (pipeline
+            | "Manifest" >> beam.Create([manifest])
+            | "ReadManifest" >> beam.FlatMap(manifest_rows, schema)
+            | "Spread" >> beam.Reshuffle())
     read = rows | "Read" >> beam.ParDo(ReadRow(schema, manifest)).with_outputs(
         ReadRow.QUARANTINE, main="examples")
     _ = (read[ReadRow.QUARANTINE]
@@ -567,8 +575,8 @@ def prepare(
         return _prepare_in_child(manifest, schema_file or schema, out, pipeline_args, num_shards)
     options = PipelineOptions(list(LOCAL_OPTIONS if pipeline_args is None else pipeline_args))
     pipeline = beam.Pipeline(options=options)
-    rows = manifest_rows(manifest, schema)
-    build(pipeline, manifest, rows, schema, out, num_shards)
+    rows = manifest_rows(manifest, schema)  # checked here, before anything runs
+    build(pipeline, manifest, schema, out, num_shards)
     finished = threading.Event()
     watcher = threading.Thread(target=_show_progress,
                                args=(fs.join(out, PARTS), len(rows), finished), daemon=True)
