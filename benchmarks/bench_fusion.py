@@ -11,7 +11,10 @@ A second table gives each fusion's test accuracy with each modality marked absen
 presence inputs (the run's ``evaluation.json``).
 
 ``--folds`` runs each seed on several ``dataset_args.fold`` values (MobiFall leave-one-subject-
-out); means and standard deviations are then over every (fold, seed) run.
+out; ``--fold-key val_fold`` for machine's validation folds); means and standard deviations are
+then over every (fold, seed) run. ``--val-only`` runs the training stage alone (no evaluation,
+no export) and tables the kept epoch's validation loss and accuracy: choosing settings by
+cross-validation without reading the test split.
 
 Finished runs are appended to ``<out>.runs.jsonl`` and reused when the same command is run
 again, so a long benchmark can be stopped and continued; ``--cached-only`` trains nothing and
@@ -23,6 +26,8 @@ Usage:
         --modalities audio --out /tmp/b.md
     python benchmarks/bench_fusion.py --dataset mobifall --folds 0-8 --seeds 1 \\
         --config data_pipelines/configs/mobifall_loso.yaml --out /tmp/mobifall.md
+    python benchmarks/bench_fusion.py --dataset machine --folds 0-3 --fold-key val_fold \\
+        --seeds 1 --fusions sum --modalities none --val-only --out /tmp/cv.md
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -73,6 +79,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="modalities trained alone: comma-separated, 'all' or 'none'")
     p.add_argument("--epochs", type=int, help="epochs per run (default: the config's)")
     p.add_argument("--folds", help="dataset_args.fold values, e.g. 0-8 (MobiFall LOSO)")
+    p.add_argument("--fold-key", default="fold",
+                   help="dataset_args key --folds sets (default fold; machine: val_fold)")
+    p.add_argument("--val-only", action="store_true",
+                   help="train only; table validation loss and accuracy (test never read)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra config override for every run (repeatable)")
     p.add_argument("--work", help="folder for the run folders (default: a temporary one)")
@@ -162,6 +172,51 @@ def run_one(config: str | None, overrides: list[str], dataset: Any, work: Path) 
                    evaluation["contribution"]["absent"].items()} if len(inputs) > 1 else {},
         "modalities": list(selected.modalities),
     }
+
+
+def run_val(config: str | None, overrides: list[str], dataset: Any, work: Path) -> dict:
+    """Train one model (the trainer's training stage alone) and collect its validation numbers.
+
+    Nothing is evaluated or exported, and the test split is not read.
+    """
+    import keras
+
+    from mmkeras.training.strategy import get_strategy
+    from mmkeras.training.trainer import _fit
+
+    cfg = resolve_config(config, [*overrides, "verbose=0"])
+    strategy = get_strategy(cfg.strategy)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    keras.utils.set_random_seed(cfg.seed)
+    t0 = time.perf_counter()
+    model, history = _fit(cfg, dataset.select(cfg.modalities), strategy, work, chief=True)
+    val_loss = history["val_loss"]
+    best = int(np.argmin(val_loss)) if cfg.early_stopping else len(val_loss) - 1
+    return {
+        "val_loss": float(val_loss[best]),
+        "val_accuracy": float(history["val_accuracy"][best]),
+        "epochs_run": len(val_loss),
+        "params": int(model.count_params()),
+        "job_s": time.perf_counter() - t0,
+    }
+
+
+def val_markdown(records: list[dict], header: str) -> str:
+    """Validation-only table: per model, mean ± std over runs and every run's numbers."""
+    lines = [header, "", "| model | runs | val loss | val accuracy | epochs | s per run | "
+             "per run (fold/seed: val loss, val acc) |", "|---|---|---|---|---|---|---|"]
+    for key in dict.fromkeys((r["kind"], r["name"]) for r in records):
+        runs = [r for r in records if (r["kind"], r["name"]) == key]
+        loss, loss_sd = _mean_std([r["val_loss"] for r in runs])
+        acc, acc_sd = _mean_std([r["val_accuracy"] for r in runs])
+        name = f"{key[1]} alone" if key[0] == "alone" else key[1]
+        each = ", ".join(f"{r['fold']}/{r['seed']}: {r['val_loss']:.4f} {r['val_accuracy']:.3f}"
+                         for r in runs)
+        lines.append(f"| {name} | {len(runs)} | {loss:.4f} ± {loss_sd:.4f} | {acc:.3f} ± "
+                     f"{acc_sd:.3f} | {np.mean([r['epochs_run'] for r in runs]):.1f} | "
+                     f"{np.mean([r['job_s'] for r in runs]):.0f} | {each} |")
+    return "\n".join(lines) + "\n"
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -271,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     records: list[dict] = []
     variants = None
     for fold in folds:
-        fold_args = base + ([f"dataset_args.fold={fold}"] if fold is not None else [])
+        fold_args = base + ([f"dataset_args.{args.fold_key}={fold}"] if fold is not None
+                            else [])
         cfg = resolve_config(config, fold_args)
         dataset = None
         for seed in range(args.seeds):
@@ -282,19 +338,24 @@ def main(argv: list[str] | None = None) -> int:
                 extra = [f"modalities=[{name}]"] if kind == "alone" else [f"fusion={name}"]
                 overrides = fold_args + extra + [f"seed={seed}"]
                 key = {"config": config, "overrides": overrides}
+                if args.val_only:
+                    key["val_only"] = True
                 cached = next((r for r in done if r["key"] == key), None)
                 if cached is None and args.cached_only:
                     continue
                 if cached is None:
                     tag = f"{kind}-{name}-f{fold}-s{seed}"
-                    rec = run_one(config, overrides, dataset, work / tag)
+                    rec = (run_val if args.val_only else run_one)(config, overrides, dataset,
+                                                                  work / tag)
                     rec.update(key=key, kind=kind, name=name, seed=seed, fold=fold)
                     with log.open("a") as f:
                         f.write(json.dumps(rec) + "\n")
                     done.append(rec)
                     cached = rec
-                    print(f"[{tag}] test acc {rec['accuracy']:.3f} f1 {rec['macro_f1']:.3f} "
-                          f"val loss {rec['val_loss']:.3f} ({rec['job_s']:.0f} s)", flush=True)
+                    test = ("" if args.val_only else
+                            f"test acc {rec['accuracy']:.3f} f1 {rec['macro_f1']:.3f} ")
+                    print(f"[{tag}] {test}val loss {rec['val_loss']:.4f} val acc "
+                          f"{rec['val_accuracy']:.3f} ({rec['job_s']:.0f} s)", flush=True)
                 records.append(cached)
     command = "python benchmarks/bench_fusion.py " + shlex.join(
         sys.argv[1:] if argv is None else argv)
@@ -302,10 +363,11 @@ def main(argv: list[str] | None = None) -> int:
     folds_note = f", folds {args.folds}" if args.folds else ""
     header = (f"`{command}` ({stamp}; dataset {args.dataset}, config {Path(config).name}, "
               f"seeds 0-{args.seeds - 1}{folds_note}; mean ± std over runs)")
-    text = markdown(summarize(records), header)
+    text = (val_markdown(records, header) if args.val_only
+            else markdown(summarize(records), header))
     out.write_text(text)
     print(text)
-    if any(math.isnan(r["accuracy"]) for r in records):
+    if any(math.isnan(r["val_loss" if args.val_only else "accuracy"]) for r in records):
         return 1
     return 0
 

@@ -603,6 +603,20 @@ def load_windows(
     return {key: np.concatenate(values) for key, values in parts.items()}
 
 
+def _fold_masks(groups: np.ndarray, strata: np.ndarray, test: np.ndarray, val_fold: int,
+                val_folds: int, seed: int) -> dict[str, np.ndarray]:
+    """Train/val/test masks: ``test`` kept, fold ``val_fold`` of the other groups is val."""
+    if val_folds < 2 or not 0 <= val_fold < val_folds:
+        raise ValueError(f"need val_folds >= 2 and 0 <= val_fold < val_folds; got val_fold="
+                         f"{val_fold}, val_folds={val_folds}")
+    rest = ~test
+    folds = group_split(groups[rest], {str(i): 1.0 for i in range(val_folds)}, seed=seed,
+                        strata=strata[rest])
+    val = np.zeros_like(test)
+    val[rest] = folds[str(val_fold)]
+    return {"train": rest & ~val, "val": val, "test": test}
+
+
 def load(
     cache_dir: str | Path | None = None,
     seed: int = 0,
@@ -613,16 +627,22 @@ def load(
     hop_s: float = 1.0,
     env_lookback_s: float = 8.0,
     split_seed: int = 0,
+    val_fold: int | None = None,
+    val_folds: int = 4,
     strict: bool = False,
     progress: bool = True,
 ) -> MultimodalDataset:
     """Generate (or reuse) the dataset, window it and split it 60/20/20 by machine.
 
     The split is :func:`~mmkeras.data.splits.group_split` over ``machine_id`` stratified by
-    the label of each machine's first run. Modalities: ``vibration`` [window_s * 1000, 3] and
-    ``environment`` [env_lookback_s, 2] time series, ``audio`` [window_s * 8000] and ``notes``
-    text; the splits also hold ``machine_id``, ``run_id`` and ``end_s``. ``strict`` is accepted
-    for the common ``load()`` interface: generated data has no bad records to quarantine.
+    the label of each machine's first run. ``val_fold`` (``0 <= val_fold < val_folds``) keeps
+    the same test machines and deals the other machines, stratified the same way, into
+    ``val_folds`` groups: group ``val_fold`` is validation, the rest train (machine-grouped
+    cross-validation that never touches the test split; ``None``: the 60/20/20 split).
+    Modalities: ``vibration`` [window_s * 1000, 3] and ``environment`` [env_lookback_s, 2]
+    time series, ``audio`` [window_s * 8000] and ``notes`` text; the splits also hold
+    ``machine_id``, ``run_id`` and ``end_s``. ``strict`` is accepted for the common ``load()``
+    interface: generated data has no bad records to quarantine.
     """
     folder = generate(cache_dir, seed, n_machines, runs_per_machine, duration_s, progress)
     windows = load_windows(folder, window_s, hop_s, env_lookback_s, progress)
@@ -631,6 +651,9 @@ def load(
         first_label.setdefault(row["machine_id"], CLASSES.index(row["label"]))
     strata = np.array([first_label[m] for m in windows["machine_id"]])
     masks = group_split(windows["machine_id"], SPLIT_FRACTIONS, seed=split_seed, strata=strata)
+    if val_fold is not None:
+        masks = _fold_masks(windows["machine_id"], strata, masks["test"], val_fold, val_folds,
+                            split_seed)
     splits = {name: {k: v[mask] for k, v in windows.items()} for name, mask in masks.items()}
     check_not_empty(splits, folder)  # e.g. too few machines for three splits
     modalities = {

@@ -125,6 +125,9 @@ class Config(BaseModel):
     dropout: Fraction = 0.3
     modality_dropout: Fraction = 0.3
     weight_decay: NonNegativeFloat = 0.01
+    # momentum of the optimizer's exponential moving average of the weights, which validation,
+    # early stopping, checkpoints and the final model use (0: no average)
+    ema_momentum: Fraction = 0.0
     early_stopping: NonNegativeInt = 5
     epochs: PositiveInt = 20
     batch_size: PositiveInt = 64

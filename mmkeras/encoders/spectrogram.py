@@ -26,7 +26,10 @@ class SpectrogramEncoder(Encoder):
     - ``mask``: ``step_mask`` over frames carried to token resolution; masked frames are zeroed
       before the convolutions, so their values never reach any output;
     - ``pooled`` (documented alternative to the mean of tokens): ``relu(Dense)`` of the masked
-      average and masked maximum over time of the last feature map.
+      average and masked maximum over time of the last feature map; with ``input_stats``, also
+      of the masked mean and standard deviation over time of each input band (the clip's
+      band levels, which the convolutions, batch normalisation and pooling only pass on
+      indirectly).
 
     ``utterance_norm`` normalises each clip before the convolutions (cepstral mean
     normalisation, in the graph, so the exported model does it too): ``"mean"`` subtracts each
@@ -50,6 +53,7 @@ class SpectrogramEncoder(Encoder):
         filters: tuple[int, ...] = (64, 128, 128),
         kernel_size: int = 5,
         utterance_norm: str | None = None,
+        input_stats: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(embed_dim, **kwargs)
@@ -61,6 +65,7 @@ class SpectrogramEncoder(Encoder):
             raise ValueError(f"SpectrogramEncoder: utterance_norm must be one of "
                              f"{UTTERANCE_NORMS}, got {utterance_norm!r}")
         self.utterance_norm = utterance_norm
+        self.input_stats = bool(input_stats)
         self.filters = tuple(int(n) for n in filters)
         self.kernel_size = int(kernel_size)
         self.blocks = [
@@ -82,24 +87,38 @@ class SpectrogramEncoder(Encoder):
             shape = pool.compute_output_shape(shape)
         if self.tokenize is not None:
             self.tokenize.build(shape)
-        self.project.build((shape[0], 2 * self.filters[-1]))
+        stats = 2 * input_shape[-1] if self.input_stats else 0
+        self.project.build((shape[0], 2 * self.filters[-1] + stats))
 
     def call(self, x, step_mask=None, training=None):
         check_input(self, x.shape, x.dtype)
         if self.utterance_norm is not None:
             x = self._normalise(x, step_mask)
         x = zero_masked_steps(x, step_mask)
+        summary = self._input_stats(x, step_mask) if self.input_stats else []
         for conv, norm, pool in self.blocks:
             x = pool(norm(conv(x), training=training))
         if step_mask is None:
             mask = keras.ops.ones(keras.ops.shape(x)[:2], dtype="float32")
         else:
             mask = downsample_mask(step_mask, 2 ** len(self.blocks), keras.ops.shape(x)[1])
-        pooled = self.project(keras.ops.concatenate([masked_mean(x, mask), masked_max(x, mask)],
-                                                    axis=-1))
+        pooled = self.project(keras.ops.concatenate(
+            [masked_mean(x, mask), masked_max(x, mask), *summary], axis=-1))
         if not self.return_tokens:
             return self.outputs(pooled)
         return self.outputs(pooled, self.tokenize(x), mask)
+
+    @staticmethod
+    def _input_stats(x, step_mask) -> list:
+        """Masked mean and standard deviation over time of each input band."""
+        x = keras.ops.cast(x, "float32")
+        if step_mask is None:
+            mask = keras.ops.ones(keras.ops.shape(x)[:2], dtype="float32")
+        else:
+            mask = keras.ops.cast(keras.ops.cast(step_mask, "float32") > 0, "float32")
+        mean = masked_mean(x, mask)
+        variance = masked_mean(keras.ops.square(x - mean[:, None, :]), mask)
+        return [mean, keras.ops.sqrt(variance + 1e-6)]
 
     def _normalise(self, x, step_mask):
         """Per clip and band: minus the mean (and over the std) of the observed frames."""
@@ -122,4 +141,5 @@ class SpectrogramEncoder(Encoder):
             "filters": list(self.filters),
             "kernel_size": self.kernel_size,
             "utterance_norm": self.utterance_norm,
+            "input_stats": self.input_stats,
         }

@@ -141,6 +141,31 @@ class EpochScalars(keras.callbacks.Callback):
             writer.close()
 
 
+class AveragedWeights(keras.callbacks.SwapEMAWeights):
+    """The optimizer's moving average of the weights (``use_ema``) wherever weights are read.
+
+    ``keras.callbacks.SwapEMAWeights(swap_on_epoch=True)``: the averaged weights are in the
+    model while validating and at every epoch's end, so ``EarlyStopping`` keeps them,
+    :class:`RunBackup` saves them (with the raw weights in the optimizer's average slots) and
+    the final model has them. :meth:`resume_at` puts a restored backup back the right way
+    round. Place it before ``EarlyStopping`` and :class:`RunBackup`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(swap_on_epoch=True)
+        self.start = 0
+
+    def resume_at(self, epoch: int) -> None:
+        """The model holds a backup's weights (averaged ones) when ``epoch > 0``."""
+        self.start = epoch
+        self._ema_weights_in_model = epoch > 0
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if self.start >= self.params["epochs"] > 0:  # nothing left to train: keep the average
+            self._finalize_ema_values()  # as the value fit's final step copies into the model
+            self._ema_weights_in_model = False
+
+
 _NOT_YET = object()  # RunBackup.restore has not run for the coming fit
 
 

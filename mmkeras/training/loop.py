@@ -236,9 +236,12 @@ def fit_custom(
                                           seconds, waited))
         if val_dist is not None:
             model.reset_metrics()
+            cbs.on_test_begin()
             for batch in val_dist:
                 test_step(batch)
-            logs.update({f"val_{k}": v for k, v in _results(model).items()})
+            val_logs = _results(model)
+            cbs.on_test_end(val_logs)
+            logs.update({f"val_{k}": v for k, v in val_logs.items()})
         cbs.on_epoch_end(epoch, logs)
         if model.stop_training:
             break

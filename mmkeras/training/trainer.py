@@ -44,6 +44,7 @@ from mmkeras.data.preprocessing import fit_preprocessing
 from mmkeras.models import build_models, end_to_end
 from mmkeras.models.preprocessor import add_step_masks, dataset_step_masks
 from mmkeras.training.callbacks import (
+    AveragedWeights,
     EpochScalars,
     EpochStats,
     NonFiniteLoss,
@@ -175,11 +176,14 @@ def _is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 def _optimizer(cfg: Config, replicas: int, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     """AdamW with ``learning_rate`` (times the replicas if ``lr_scale_with_replicas``), constant
-    or cosine-decayed to 0 over ``epochs * steps_per_epoch`` steps."""
+    or cosine-decayed to 0 over ``epochs * steps_per_epoch`` steps; with ``ema_momentum`` it
+    keeps a moving average of the weights (see :class:`AveragedWeights`)."""
     lr = cfg.learning_rate * (replicas if cfg.lr_scale_with_replicas else 1)
     if cfg.lr_schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=cfg.epochs * steps_per_epoch)
-    return keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay)
+    return keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay,
+                                  use_ema=cfg.ema_momentum > 0,
+                                  ema_momentum=cfg.ema_momentum or 0.99)
 
 
 def _fit(cfg: Config, dataset: MultimodalDataset, strategy: tf.distribute.Strategy,
@@ -217,15 +221,18 @@ def _fit(cfg: Config, dataset: MultimodalDataset, strategy: tf.distribute.Strate
                                               restore_best_weights=True, verbose=cfg.verbose)
     backup = RunBackup(run_dir / "backup", run_dir / "history.csv", cfg.epochs, early, chief,
                        verbose=cfg.verbose)
+    averaged = AveragedWeights() if cfg.ema_momentum else None
     callbacks = [NonFiniteLoss(), EpochStats(n_train)]
     if chief:
         callbacks.append(EpochScalars(run_dir / "tensorboard"))
-    callbacks += [early, backup] if early else [backup]
+    callbacks += [c for c in (averaged, early, backup) if c is not None]
     train_ds = feature_dataset(preprocessor, dataset, "train", global_batch, plain["tasks"],
                                shuffle=True, seed=cfg.seed, augment=cfg.augment)
     val_ds = feature_dataset(preprocessor, dataset, "val", global_batch, plain["tasks"],
                              augment=cfg.augment)
     start = backup.restore(trainee)
+    if averaged is not None:
+        averaged.resume_at(start)
     if cfg.strategy == "multi_worker":  # Keras 3.15 fit fails there (keras-team/keras#20585)
         from mmkeras.training.loop import fit_custom
 

@@ -1,0 +1,124 @@
+"""Issue 7's machine settings: validation folds around a fixed test set (``machine.load``), the
+cross-validation table of ``bench_fusion.py --val-only``, the spectrogram encoder's
+``input_stats`` and the ``ema_momentum`` weight average."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from data_pipelines import machine
+from mmkeras.config import ConfigError, resolve_config
+from mmkeras.encoders.spectrogram import SpectrogramEncoder
+from tests.layer_harness import run_layer_test
+
+SMALL = {"n_machines": 24, "runs_per_machine": 2, "duration_s": 9.0, "progress": False}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory):
+    return tmp_path_factory.mktemp("machine-folds")
+
+
+def _machines(ds) -> dict[str, set[str]]:
+    return {name: set(split["machine_id"]) for name, split in ds.splits.items()}
+
+
+def test_folds_keep_the_test_machines_and_rotate_validation(cache):
+    default = _machines(machine.load(cache, **SMALL))
+    folds = [_machines(machine.load(cache, val_fold=k, val_folds=3, **SMALL)) for k in range(3)]
+    rest = default["train"] | default["val"]
+    for fold in folds:
+        assert fold["test"] == default["test"]
+        assert not fold["train"] & fold["val"] and not (fold["train"] | fold["val"]) & fold["test"]
+        assert fold["train"] | fold["val"] == rest
+    vals = [fold["val"] for fold in folds]
+    assert set().union(*vals) == rest and sum(len(v) for v in vals) == len(rest)
+    for fold in folds:  # stratified: both kinds of machine (first run normal / bearing) in val
+        labels = {int(m[1:]) % 2 for m in fold["val"]}
+        assert labels == {0, 1}
+
+
+def test_no_fold_is_the_default_split(cache):
+    a = machine.load(cache, **SMALL)
+    b = machine.load(cache, val_fold=None, val_folds=5, **SMALL)
+    for name in ("train", "val", "test"):
+        np.testing.assert_array_equal(a.splits[name]["run_id"], b.splits[name]["run_id"])
+        np.testing.assert_array_equal(a.splits[name]["end_s"], b.splits[name]["end_s"])
+
+
+@pytest.mark.parametrize("fold, folds", [(4, 4), (-1, 4), (0, 1)])
+def test_bad_fold_is_refused(cache, fold, folds):
+    with pytest.raises(ValueError, match="val_fold"):
+        machine.load(cache, val_fold=fold, val_folds=folds, **SMALL)
+
+
+def test_config_accepts_val_fold_and_checks_its_type():
+    cfg = resolve_config(None, ["dataset_args.val_fold=2"])
+    assert cfg.dataset_args["val_fold"] == 2
+    with pytest.raises(ConfigError, match="val_fold"):
+        resolve_config(None, ["dataset_args.val_fold=two"])
+
+
+def test_spectrogram_encoder_input_stats_contract_and_masking():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 32, 16)).astype("float32")
+    kwargs = {"embed_dim": 8, "filters": (4, 8), "kernel_size": 3, "utterance_norm": "mean",
+              "input_stats": True}
+    run_layer_test((SpectrogramEncoder, kwargs), [x],
+                   expected_shapes={"tokens": (None, 8, 8), "mask": (None, 8), "pooled": (None, 8)})
+    mask = np.ones((8, 32), "float32")
+    mask[:, 20:] = 0
+    stats = SpectrogramEncoder._input_stats(keras.ops.convert_to_tensor(x), mask)
+    np.testing.assert_allclose(stats[0], x[:, :20].mean(1), atol=1e-5)
+    np.testing.assert_allclose(stats[1], x[:, :20].std(1), atol=1e-4)
+    encoder = SpectrogramEncoder(embed_dim=8, filters=(4,), input_stats=True)
+    changed = x.copy()
+    changed[:, 20:] = 100.0
+    a, b = (keras.ops.convert_to_numpy(encoder(v, step_mask=mask)["pooled"]) for v in (x, changed))
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("value", ["1", "-0.1", "true"])
+def test_ema_momentum_is_checked(value):
+    with pytest.raises(ConfigError, match="ema_momentum"):
+        resolve_config(None, [f"ema_momentum={value}"])
+
+
+def test_averaged_weights_are_validated_kept_and_resumed(tiny_machine, tmp_path):
+    """With ``ema_momentum``, the final model is the averaged weights of the kept epoch (its
+    validation loss is the logged one), also when a resume finds nothing left to train."""
+    import tensorflow as tf
+
+    from mmkeras.training.trainer import _batched_predict, _fit
+
+    def val_loss(model) -> float:
+        p, y = _batched_predict(model, tiny_machine, "val", 64)
+        return float(np.mean(-np.log(p[np.arange(len(y)), y])))
+
+    cfg = resolve_config(None, ["epochs=3", "embed_dim=8", "early_stopping=2", "verbose=0",
+                                "ema_momentum=0.8", "learning_rate=1e-2"])
+    keras.utils.set_random_seed(0)
+    model, history = _fit(cfg, tiny_machine, tf.distribute.get_strategy(), tmp_path, chief=True)
+    kept = min(history["val_loss"])
+    assert val_loss(model) == pytest.approx(kept, rel=1e-4)
+    again, _ = _fit(cfg, tiny_machine, tf.distribute.get_strategy(), tmp_path, chief=True)
+    assert val_loss(again) == pytest.approx(kept, rel=1e-4)
+
+
+def test_val_only_table_lists_every_run():
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_fusion.py"
+    spec = importlib.util.spec_from_file_location("bench_fusion", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    runs = [{"kind": "fusion", "name": "sum", "fold": k, "seed": 0, "val_loss": loss,
+             "val_accuracy": acc, "epochs_run": 10, "job_s": 30.0}
+            for k, (loss, acc) in enumerate([(0.1, 0.96), (0.3, 0.92)])]
+    text = bench.val_markdown(runs, "header")
+    assert "| sum | 2 | 0.2000 ± 0.1414 | 0.940 ± 0.028 | 10.0 | 30 |" in text
+    assert "0/0: 0.1000 0.960, 1/0: 0.3000 0.920" in text
