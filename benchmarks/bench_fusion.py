@@ -147,8 +147,7 @@ def run_one(config: str | None, overrides: list[str], dataset: Any, work: Path) 
     result = train(cfg, dataset=dataset, overwrite=True)
     job_s = time.perf_counter() - t0
     history = read_history_csv(result.run_dir / "history.csv")
-    val_loss = history["val_loss"]
-    best = int(np.argmin(val_loss)) if cfg.early_stopping else len(val_loss) - 1
+    val_loss, val_accuracy = _kept_epoch(history, cfg.early_stopping)
     n_train = result.metrics["train_examples"]
     train_s = float(sum(n_train / v for v in history["examples_per_second"]))
     evaluation = json.loads((result.run_dir / "evaluation.json").read_text())
@@ -159,10 +158,9 @@ def run_one(config: str | None, overrides: list[str], dataset: Any, work: Path) 
         "accuracy": result.metrics["accuracy"],
         "macro_f1": result.metrics["macro_f1"],
         "per_class_f1": {k: v["f1"] for k, v in result.metrics["per_class"].items()},
-        "val_loss": float(val_loss[best]),
-        "val_accuracy": float(history["val_accuracy"][best]) if "val_accuracy" in history
-        else float("nan"),
-        "epochs_run": len(val_loss),
+        "val_loss": val_loss,
+        "val_accuracy": val_accuracy,
+        "epochs_run": len(history["val_loss"]),
         "params": int(result.model.count_params()),
         "train_s": train_s,
         "job_s": job_s,
@@ -172,6 +170,16 @@ def run_one(config: str | None, overrides: list[str], dataset: Any, work: Path) 
                    evaluation["contribution"]["absent"].items()} if len(inputs) > 1 else {},
         "modalities": list(selected.modalities),
     }
+
+
+def _kept_epoch(history: dict[str, list[float]], early_stopping: int) -> tuple[float, float]:
+    """Validation loss and accuracy of the fused head at the epoch the trainer kept (lowest
+    total validation loss with early stopping, else the last): with unimodal heads the
+    outputs are named, and the total loss also counts the heads' losses."""
+    best = int(np.argmin(history["val_loss"])) if early_stopping else len(history["val_loss"]) - 1
+    loss = history.get("val_probabilities_loss", history["val_loss"])[best]
+    accuracy = history.get("val_probabilities_accuracy", history.get("val_accuracy"))
+    return float(loss), float(accuracy[best]) if accuracy else float("nan")
 
 
 def run_val(config: str | None, overrides: list[str], dataset: Any, work: Path) -> dict:
@@ -191,12 +199,11 @@ def run_val(config: str | None, overrides: list[str], dataset: Any, work: Path) 
     keras.utils.set_random_seed(cfg.seed)
     t0 = time.perf_counter()
     model, history = _fit(cfg, dataset.select(cfg.modalities), strategy, work, chief=True)
-    val_loss = history["val_loss"]
-    best = int(np.argmin(val_loss)) if cfg.early_stopping else len(val_loss) - 1
+    val_loss, val_accuracy = _kept_epoch(history, cfg.early_stopping)
     return {
-        "val_loss": float(val_loss[best]),
-        "val_accuracy": float(history["val_accuracy"][best]),
-        "epochs_run": len(val_loss),
+        "val_loss": val_loss,
+        "val_accuracy": val_accuracy,
+        "epochs_run": len(history["val_loss"]),
         "params": int(model.count_params()),
         "job_s": time.perf_counter() - t0,
     }

@@ -82,3 +82,14 @@ def test_reduced_benchmark_on_machine(bench, cache_dir, tmp_path, capsys):
     assert "] test acc" not in capsys.readouterr().out  # "[run] test acc": new runs only
     again = out.read_text()
     assert again.split("\n", 1)[1] == text.split("\n", 1)[1]
+
+
+def test_kept_epoch_reads_the_fused_head_when_unimodal_heads_train_too(bench):
+    """With unimodal heads the fused head's metrics are named after its output and the total
+    validation loss also counts the heads: the table reports the fused head at the kept epoch."""
+    plain = {"val_loss": [0.9, 0.5, 0.7], "val_accuracy": [0.5, 0.8, 0.7]}
+    assert bench._kept_epoch(plain, early_stopping=5) == (0.5, 0.8)
+    assert bench._kept_epoch(plain, early_stopping=0) == (0.7, 0.7)
+    heads = {"val_loss": [1.2, 0.8, 0.9], "val_probabilities_loss": [0.6, 0.4, 0.3],
+             "val_probabilities_accuracy": [0.7, 0.9, 0.95]}
+    assert bench._kept_epoch(heads, early_stopping=5) == (0.4, 0.9)  # kept on the total loss
