@@ -526,7 +526,8 @@ def _check_audio(file: str, f: Field) -> None:
     if rate != f.sample_rate:
         raise _BadRow(f"wrong sample rate: {rate} Hz, expected {f.sample_rate} Hz")
     if file.lower().endswith(".wav"):
-        info = sf.info(io.BytesIO(fs.read_bytes(file)))
+        with fs.open_file(file, "rb") as fh:  # the header only
+            info = sf.info(fh)
         if (info.format, info.subtype) != ("WAV", "PCM_16"):
             raise _BadRow(
                 f"unsupported WAV encoding: {info.format}/{info.subtype}; tf.audio.decode_wav "

@@ -109,19 +109,8 @@ class SpectrogramEncoder(Encoder):
         return self.outputs(pooled, self.tokenize(x), mask)
 
     @staticmethod
-    def _input_stats(x, step_mask) -> list:
-        """Masked mean and standard deviation over time of each input band."""
-        x = keras.ops.cast(x, "float32")
-        if step_mask is None:
-            mask = keras.ops.ones(keras.ops.shape(x)[:2], dtype="float32")
-        else:
-            mask = keras.ops.cast(keras.ops.cast(step_mask, "float32") > 0, "float32")
-        mean = masked_mean(x, mask)
-        variance = masked_mean(keras.ops.square(x - mean[:, None, :]), mask)
-        return [mean, keras.ops.sqrt(variance + 1e-6)]
-
-    def _normalise(self, x, step_mask):
-        """Per clip and band: minus the mean (and over the std) of the observed frames."""
+    def _band_moments(x, step_mask):
+        """Per clip and band: mean and variance over the observed frames, ``[B, 1, F]`` each."""
         ops = keras.ops
         x = ops.cast(x, "float32")
         if step_mask is None:
@@ -129,10 +118,22 @@ class SpectrogramEncoder(Encoder):
         else:
             weight = ops.cast(ops.cast(step_mask, "float32") > 0, "float32")[..., None]
         count = ops.maximum(ops.sum(weight, axis=1, keepdims=True), 1.0)
-        x = x - ops.sum(x * weight, axis=1, keepdims=True) / count
+        mean = ops.sum(x * weight, axis=1, keepdims=True) / count
+        variance = ops.sum(ops.square(x - mean) * weight, axis=1, keepdims=True) / count
+        return mean, variance
+
+    @staticmethod
+    def _input_stats(x, step_mask) -> list:
+        """Masked mean and standard deviation over time of each input band."""
+        mean, variance = SpectrogramEncoder._band_moments(x, step_mask)
+        return [mean[:, 0], keras.ops.sqrt(variance[:, 0] + 1e-6)]
+
+    def _normalise(self, x, step_mask):
+        """Per clip and band: minus the mean (and over the std) of the observed frames."""
+        mean, variance = self._band_moments(x, step_mask)
+        x = keras.ops.cast(x, "float32") - mean
         if self.utterance_norm == "mean_std":
-            variance = ops.sum(ops.square(x) * weight, axis=1, keepdims=True) / count
-            x = x / ops.sqrt(variance + 1e-5)
+            x = x / keras.ops.sqrt(variance + 1e-5)
         return x
 
     def get_config(self) -> dict:
