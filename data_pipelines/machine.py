@@ -629,6 +629,7 @@ def load(
     split_seed: int = 0,
     val_fold: int | None = None,
     val_folds: int = 4,
+    vibration_standardize: str = "bin",
     strict: bool = False,
     progress: bool = True,
 ) -> MultimodalDataset:
@@ -639,6 +640,9 @@ def load(
     the same test machines and deals the other machines, stratified the same way, into
     ``val_folds`` groups: group ``val_fold`` is validation, the rest train (machine-grouped
     cross-validation that never touches the test split; ``None``: the 60/20/20 split).
+    ``vibration_standardize`` is the vibration spectrogram's standardisation: ``"bin"`` (one
+    mean and std per axis and frequency bin) or ``"channel"`` (per axis, over all its bins:
+    keeps the spectrum's shape for ``spectrogram_cnn``'s ``spectral_peaks``).
     Modalities: ``vibration`` [window_s * 1000, 3] and ``environment`` [env_lookback_s, 2]
     time series, ``audio`` [window_s * 8000] and ``notes`` text; the splits also hold
     ``machine_id``, ``run_id`` and ``end_s``. ``strict`` is accepted for the common ``load()``
@@ -664,7 +668,8 @@ def load(
             options={
                 "rate_hz": STREAM_RATES["vibration"],
                 "channels": ["x", "y", "z"],
-                "spectrogram": {"n_fft": 256, "hop_length": 64},
+                "spectrogram": {"n_fft": 256, "hop_length": 64,
+                                "standardize": vibration_standardize},
             },
         ),
         "audio": ModalitySpec(

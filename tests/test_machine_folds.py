@@ -1,6 +1,7 @@
 """Issue 7's machine settings: validation folds around a fixed test set (``machine.load``), the
 cross-validation table of ``bench_fusion.py --val-only``, the spectrogram encoder's
-``input_stats`` and the ``ema_momentum`` weight average."""
+``input_stats`` and ``spectral_peaks``, per-channel spectrum standardisation and the
+``ema_momentum`` weight average."""
 
 from __future__ import annotations
 
@@ -72,14 +73,80 @@ def test_spectrogram_encoder_input_stats_contract_and_masking():
                    expected_shapes={"tokens": (None, 8, 8), "mask": (None, 8), "pooled": (None, 8)})
     mask = np.ones((8, 32), "float32")
     mask[:, 20:] = 0
-    stats = SpectrogramEncoder._input_stats(keras.ops.convert_to_tensor(x), mask)
-    np.testing.assert_allclose(stats[0], x[:, :20].mean(1), atol=1e-5)
-    np.testing.assert_allclose(stats[1], x[:, :20].std(1), atol=1e-4)
+    mean, variance = SpectrogramEncoder._band_moments(keras.ops.convert_to_tensor(x), mask)
+    np.testing.assert_allclose(mean[:, 0], x[:, :20].mean(1), atol=1e-5)
+    np.testing.assert_allclose(np.sqrt(variance[:, 0]), x[:, :20].std(1), atol=1e-4)
     encoder = SpectrogramEncoder(embed_dim=8, filters=(4,), input_stats=True)
     changed = x.copy()
     changed[:, 20:] = 100.0
     a, b = (keras.ops.convert_to_numpy(encoder(v, step_mask=mask)["pooled"]) for v in (x, changed))
     np.testing.assert_array_equal(a, b)
+
+
+def test_spectral_peaks_find_a_peak_wherever_it_sits():
+    bins, channels = 40, 2
+    x = np.zeros((3, 16, channels * bins), "float32")
+    for i, peak in enumerate((10, 17, 25)):  # the same line at three frequencies, channel 0
+        x[i, :, peak] = 5.0
+    kwargs = {"embed_dim": 8, "filters": (4,), "spectral_peaks": 6, "channels": channels}
+    run_layer_test((SpectrogramEncoder, kwargs), [x],
+                   expected_shapes={"tokens": (None, 8, 8), "mask": (None, 8), "pooled": (None, 8)})
+    encoder = SpectrogramEncoder(**kwargs)
+    encoder(x)
+    mean, _ = SpectrogramEncoder._band_moments(keras.ops.convert_to_tensor(x), None)
+    peaks = keras.ops.convert_to_numpy(encoder._peaks(mean[:, 0]))
+    assert peaks.shape == (3, 6) and peaks[0].any()
+    np.testing.assert_allclose(peaks[1], peaks[0], rtol=1e-5)
+    np.testing.assert_allclose(peaks[2], peaks[0], rtol=1e-5)
+    moved = x.copy()  # the same line in channel 1 is a different feature
+    moved[0, :, 10], moved[0, :, bins + 10] = 0.0, 5.0
+    other = keras.ops.convert_to_numpy(encoder._peaks(
+        SpectrogramEncoder._band_moments(keras.ops.convert_to_tensor(moved), None)[0][:, 0]))
+    assert not np.allclose(other[0], peaks[0])
+    convless = {"embed_dim": 8, "filters": (), "spectral_peaks": 4, "channels": channels}
+    run_layer_test((SpectrogramEncoder, convless), [x],
+                   expected_shapes={"tokens": (None, 16, 8), "mask": (None, 16),
+                                    "pooled": (None, 8)})
+    encoder = SpectrogramEncoder(**convless)
+    mask = np.ones((3, 16), "float32")
+    mask[:, 12:] = 0
+    changed = x.copy()
+    changed[:, 12:] = 100.0  # masked frames reach no output
+    a, b = (encoder(v, step_mask=mask) for v in (x, changed))
+    for key in ("tokens", "pooled"):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a[key]),
+                                      keras.ops.convert_to_numpy(b[key]))
+    with pytest.raises(ValueError, match="channels=3"):
+        SpectrogramEncoder(embed_dim=8, spectral_peaks=2, channels=3)(x)
+    with pytest.raises(ValueError, match="spectral_peaks"):
+        SpectrogramEncoder(embed_dim=8, spectral_peaks=-1)
+
+
+def test_spectrum_standardised_per_channel(cache):
+    from mmkeras.data.preprocessing import fit_preprocessing, fixed_transform
+    from mmkeras.data.standardize import Standardizer
+
+    per_bin = machine.load(cache, **SMALL)
+    per_channel = machine.load(cache, vibration_standardize="channel", **SMALL)
+    train = per_bin.splits["train"]["vibration"][:64]
+    spectra = keras.ops.convert_to_numpy(fixed_transform(per_bin.modalities["vibration"])(train))
+    state = fit_preprocessing(per_channel)["vibration"]["standardizer"]
+    center, scale = np.reshape(state["center"], (3, -1)), np.reshape(state["scale"], (3, -1))
+    full = fit_preprocessing(per_bin)["vibration"]["standardizer"]
+    for c in range(3):  # one mean and std per channel: those of all its bins together
+        assert np.ptp(center[c]) == 0 and np.ptp(scale[c]) == 0
+        assert spectra.shape[-1] == 3 * center.shape[1]
+        values = np.reshape(full["center"], (3, -1))[c]
+        assert center[c, 0] == pytest.approx(values.mean())
+    pooled = Standardizer("zscore", np.array(full["center"]), np.array(full["scale"])).pooled(3)
+    np.testing.assert_allclose(pooled.scale, np.ravel(scale))
+    rows = spectra.reshape(-1, 3, spectra.shape[-1] // 3)[:, 0].ravel().astype(np.float64)
+    small = Standardizer("zscore", spectra.reshape(-1, spectra.shape[-1]).mean(0),
+                         spectra.reshape(-1, spectra.shape[-1]).std(0)).pooled(3)
+    assert small.center[0] == pytest.approx(rows.mean(), rel=1e-5)
+    assert small.scale[0] == pytest.approx(rows.std(), rel=1e-4)
+    with pytest.raises(ValueError, match="standardize must be one of"):
+        fit_preprocessing(machine.load(cache, vibration_standardize="band", **SMALL))
 
 
 @pytest.mark.parametrize("value", ["1", "-0.1", "true"])

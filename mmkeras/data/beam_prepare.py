@@ -93,7 +93,7 @@ from mmkeras.data.manifest import (
     validate_row,
 )
 from mmkeras.data.prepare_schema import SPLITS, PrepareSchema, load_schema
-from mmkeras.data.preprocessing import TEXT_DEFAULTS, fixed_transform
+from mmkeras.data.preprocessing import TEXT_DEFAULTS, finish_standardizer, fixed_transform
 from mmkeras.data.quarantine import EmptyDataError, Quarantine
 from mmkeras.data.standardize import RunningStats, Standardizer
 from mmkeras.data.tfrecord import serialize_example, shard_name, write_schema
@@ -371,7 +371,9 @@ class PreprocessingStats(beam.CombineFn):
             self._flush(name, part)
             if part["stats"] is None:
                 raise EmptyDataError(f"modality {name!r}: no training examples to fit on")
-            state[name] = {"standardizer": Standardizer.from_stats(part["stats"]).to_dict()}
+            standardizer = finish_standardizer(spec["kind"], spec["options"], spec["shape"][-1],
+                                               Standardizer.from_stats(part["stats"]))
+            state[name] = {"standardizer": standardizer.to_dict()}
             if part["raw"] is not None:
                 ranges[name] = {"low": part["raw"].min.tolist(), "high": part["raw"].max.tolist()}
         return {"state": state, "ranges": ranges}

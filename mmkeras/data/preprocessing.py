@@ -26,6 +26,7 @@ from mmkeras.data.sensor import AppendDifferences, LogPowerSpectrogram
 from mmkeras.data.standardize import Standardizer, fit_stats
 
 TEXT_DEFAULTS = {"max_tokens": 5000, "sequence_length": 32}
+SPECTRUM_STANDARDIZE = ("bin", "channel")
 LOGMEL_KEYS = ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db")
 
 
@@ -46,10 +47,28 @@ def fixed_transform(spec: ModalitySpec) -> keras.layers.Layer | None:
         kwargs = {k: spec.options[k] for k in LOGMEL_KEYS if k in spec.options}
         return LogMelSpectrogram(**kwargs, name=f"{spec.name}_logmel")
     if spec.kind == "timeseries" and spec.options.get("spectrogram"):
-        return LogPowerSpectrogram(**spec.options["spectrogram"], name=f"{spec.name}_spectrogram")
+        kwargs = {k: v for k, v in spec.options["spectrogram"].items() if k != "standardize"}
+        return LogPowerSpectrogram(**kwargs, name=f"{spec.name}_spectrogram")
     if spec.kind == "timeseries" and spec.options.get("differences"):
         return AppendDifferences(name=f"{spec.name}_differences")
     return None
+
+
+def finish_standardizer(kind: str, options: dict[str, Any], channels: int,
+                        standardizer: Standardizer) -> Standardizer:
+    """The fitted per-feature standardizer, pooled per channel where the spectrogram asks.
+
+    A time series' ``spectrogram`` option ``standardize: channel`` gives each channel's spectrum
+    one mean and std over all its bins (``bin``, the default: one per bin), which keeps the
+    spectrum's shape for encoders that look along frequency (``spectrogram_cnn``'s
+    ``spectral_peaks``).
+    """
+    mode = (options.get("spectrogram") or {}).get("standardize", "bin") \
+        if kind == "timeseries" else "bin"
+    if mode not in SPECTRUM_STANDARDIZE:
+        raise ValueError(f"spectrogram option standardize must be one of "
+                         f"{SPECTRUM_STANDARDIZE}, got {mode!r}")
+    return standardizer.pooled(channels) if mode == "channel" else standardizer
 
 
 def _batches(array: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
@@ -70,7 +89,9 @@ def fit_preprocessing(
             batches = (b.astype(np.float32) for b in _batches(data, batch_size))
             if transform is not None:
                 batches = (keras.ops.convert_to_numpy(transform(b)) for b in batches)
-            state[name] = {"standardizer": fit_stats(batches).to_dict()}
+            standardizer = finish_standardizer(spec.kind, spec.options, spec.shape[-1],
+                                               fit_stats(batches))
+            state[name] = {"standardizer": standardizer.to_dict()}
         else:
             options = {**TEXT_DEFAULTS, **spec.options}
             vectorizer = keras.layers.TextVectorization(max_tokens=options["max_tokens"])

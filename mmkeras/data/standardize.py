@@ -367,6 +367,29 @@ class Standardizer:
         constant = (stats.max == stats.min) | (scale < keras.config.epsilon())
         return cls(method, center, np.where(constant, 1.0, scale))
 
+    def pooled(self, groups: int) -> Standardizer:
+        """One center and scale per run of ``n_features // groups`` consecutive features.
+
+        ``zscore`` only: the group's mean and population std, exact when every feature of a
+        group was fitted on the same number of values (the bins of one channel's spectrum).
+
+        Example:
+            >>> s = Standardizer("zscore", np.array([0.0, 2.0, 5.0, 5.0]), np.ones(4))
+            >>> s.pooled(2).center.tolist(), s.pooled(2).scale.round(3).tolist()
+            ([1.0, 1.0, 5.0, 5.0], [1.414, 1.414, 1.0, 1.0])
+        """
+        if self.method != "zscore":
+            raise ValueError(f"pooled() needs a zscore standardizer, got {self.method!r}")
+        if groups < 1 or self.n_features % groups:
+            raise ValueError(f"{self.n_features} features do not split into {groups} equal "
+                             f"groups")
+        center = self.center.reshape(groups, -1)
+        mean = center.mean(axis=1, keepdims=True)
+        variance = (self.scale.reshape(groups, -1) ** 2 + (center - mean) ** 2).mean(axis=1)
+        size = center.shape[1]
+        return Standardizer("zscore", np.repeat(mean[:, 0], size),
+                            np.repeat(np.sqrt(variance), size))
+
     @property
     def n_features(self) -> int:
         return int(self.center.shape[0])

@@ -29,7 +29,19 @@ class SpectrogramEncoder(Encoder):
       average and masked maximum over time of the last feature map; with ``input_stats``, also
       of the masked mean and standard deviation over time of each input band (the clip's
       band levels, which the convolutions, batch normalisation and pooling only pass on
-      indirectly).
+      indirectly); with ``spectral_peaks``, also of that many peak detectors run along the
+      frequency axis of the band levels.
+
+    ``spectral_peaks`` (0: off) convolves each clip's band levels along frequency (two
+    convolutions of ``spectral_peaks`` filters, width 5) and keeps each filter's maximum over
+    frequency: a peak is found wherever it sits, as when a machine's rotation frequency, and so
+    its 1x vibration line, differs from machine to machine. The features must be ``channels``
+    spectra side by side (a multichannel :class:`~mmkeras.data.sensor.LogPowerSpectrogram`) and
+    keep their spectral shape, so standardise them per channel, not per bin (the spectrogram
+    option ``standardize: channel``). ``filters=()`` leaves out the convolutions over time, so
+    ``pooled`` sees the frames' masked average and maximum, the peaks and the band levels alone,
+    and ``tokens`` are the frames: on the machine vibration, where the evidence is one spectral
+    line, this smaller encoder overfits less (``benchmarks/RESULTS.md``).
 
     ``utterance_norm`` normalises each clip before the convolutions (cepstral mean
     normalisation, in the graph, so the exported model does it too): ``"mean"`` subtracts each
@@ -54,18 +66,24 @@ class SpectrogramEncoder(Encoder):
         kernel_size: int = 5,
         utterance_norm: str | None = None,
         input_stats: bool = False,
+        spectral_peaks: int = 0,
+        channels: int = 1,
         **kwargs,
     ) -> None:
         super().__init__(embed_dim, **kwargs)
-        if not filters or int(kernel_size) < 1:
-            raise ValueError(f"SpectrogramEncoder: filters must name at least one block and "
-                             f"kernel_size must be >= 1; got filters={filters}, "
+        if int(kernel_size) < 1:
+            raise ValueError(f"SpectrogramEncoder: kernel_size must be >= 1; got "
                              f"kernel_size={kernel_size}")
         if utterance_norm not in UTTERANCE_NORMS:
             raise ValueError(f"SpectrogramEncoder: utterance_norm must be one of "
                              f"{UTTERANCE_NORMS}, got {utterance_norm!r}")
+        if int(spectral_peaks) < 0 or int(channels) < 1:
+            raise ValueError(f"SpectrogramEncoder: spectral_peaks must be >= 0 and channels >= 1;"
+                             f" got spectral_peaks={spectral_peaks}, channels={channels}")
         self.utterance_norm = utterance_norm
         self.input_stats = bool(input_stats)
+        self.spectral_peaks = int(spectral_peaks)
+        self.channels = int(channels)
         self.filters = tuple(int(n) for n in filters)
         self.kernel_size = int(kernel_size)
         self.blocks = [
@@ -75,6 +93,9 @@ class SpectrogramEncoder(Encoder):
             for n in self.filters
         ]
         self.tokenize = keras.layers.Dense(self.embed_dim) if self.return_tokens else None
+        self.peaks = [keras.layers.Conv1D(self.spectral_peaks, 5, padding="same",
+                                          activation="relu")
+                      for _ in range(2 if self.spectral_peaks else 0)]
         self.project = keras.layers.Dense(self.embed_dim, activation="relu")
 
     def build(self, input_shape: tuple) -> None:
@@ -88,14 +109,28 @@ class SpectrogramEncoder(Encoder):
         if self.tokenize is not None:
             self.tokenize.build(shape)
         stats = 2 * input_shape[-1] if self.input_stats else 0
-        self.project.build((shape[0], 2 * self.filters[-1] + stats))
+        if self.spectral_peaks:
+            if input_shape[-1] % self.channels:
+                raise ValueError(f"SpectrogramEncoder: {input_shape[-1]} features do not split "
+                                 f"into channels={self.channels} equal spectra")
+            spectrum = (input_shape[0], input_shape[-1] // self.channels, self.channels)
+            for conv in self.peaks:
+                conv.build(spectrum)
+                spectrum = conv.compute_output_shape(spectrum)
+        self.project.build((shape[0], 2 * shape[-1] + stats + self.spectral_peaks))
 
     def call(self, x, step_mask=None, training=None):
         check_input(self, x.shape, x.dtype)
         if self.utterance_norm is not None:
             x = self._normalise(x, step_mask)
         x = zero_masked_steps(x, step_mask)
-        summary = self._input_stats(x, step_mask) if self.input_stats else []
+        summary = []
+        if self.input_stats or self.spectral_peaks:
+            mean, variance = self._band_moments(x, step_mask)
+            if self.input_stats:
+                summary += [mean[:, 0], keras.ops.sqrt(variance[:, 0] + 1e-6)]
+            if self.spectral_peaks:
+                summary.append(self._peaks(mean[:, 0]))
         for conv, norm, pool in self.blocks:
             x = pool(norm(conv(x), training=training))
         if step_mask is None:
@@ -122,11 +157,14 @@ class SpectrogramEncoder(Encoder):
         variance = ops.sum(ops.square(x - mean) * weight, axis=1, keepdims=True) / count
         return mean, variance
 
-    @staticmethod
-    def _input_stats(x, step_mask) -> list:
-        """Masked mean and standard deviation over time of each input band."""
-        mean, variance = SpectrogramEncoder._band_moments(x, step_mask)
-        return [mean[:, 0], keras.ops.sqrt(variance[:, 0] + 1e-6)]
+    def _peaks(self, levels):
+        """Each peak detector's maximum over frequency of band levels ``[B, channels * bins]``."""
+        ops = keras.ops
+        spectra = ops.reshape(levels, (-1, self.channels, levels.shape[-1] // self.channels))
+        y = ops.transpose(spectra, (0, 2, 1))  # [B, bins, channels]
+        for conv in self.peaks:
+            y = conv(y)
+        return ops.max(y, axis=1)
 
     def _normalise(self, x, step_mask):
         """Per clip and band: minus the mean (and over the std) of the observed frames."""
@@ -143,4 +181,6 @@ class SpectrogramEncoder(Encoder):
             "kernel_size": self.kernel_size,
             "utterance_norm": self.utterance_norm,
             "input_stats": self.input_stats,
+            "spectral_peaks": self.spectral_peaks,
+            "channels": self.channels,
         }
