@@ -189,3 +189,27 @@ def test_val_only_table_lists_every_run():
     text = bench.val_markdown(runs, "header")
     assert "| sum | 2 | 0.2000 ± 0.1414 | 0.940 ± 0.028 | 10.0 | 30 |" in text
     assert "0/0: 0.1000 0.960, 1/0: 0.3000 0.920" in text
+
+
+def test_prepare_statistics_pool_the_spectrum_per_channel_too():
+    """The Beam preparation's combiner gives the in-memory fit's per-channel state."""
+    from mmkeras.data.beam_prepare import PreprocessingStats
+    from mmkeras.data.dataset import ModalitySpec, MultimodalDataset
+    from mmkeras.data.preprocessing import fit_preprocessing
+
+    x = np.random.default_rng(0).normal(size=(40, 64, 3)).astype("float32") * [1.0, 2.0, 3.0]
+    options = {"rate_hz": 100,
+               "spectrogram": {"n_fft": 16, "hop_length": 8, "standardize": "channel"}}
+    spec = ModalitySpec("v", "timeseries", (64, 3), options=options)
+    splits = {name: {"v": x, "label": np.zeros(40, "int32")} for name in ("train", "val", "test")}
+    memory = fit_preprocessing(MultimodalDataset("t", {"v": spec}, ["a"], splits, {}))
+    combiner = PreprocessingStats({"v": {"name": "v", "kind": "timeseries", "shape": [64, 3],
+                                         "dtype": "float32", "options": options}})
+    acc = combiner.create_accumulator()
+    for example in x:
+        acc = combiner.add_input(acc, {"v": example})
+    state = combiner.extract_output(acc)["state"]["v"]["standardizer"]
+    want = memory["v"]["standardizer"]
+    np.testing.assert_allclose(state["center"], want["center"], rtol=1e-6)
+    np.testing.assert_allclose(state["scale"], want["scale"], rtol=1e-6)
+    assert len(set(np.round(want["scale"], 9))) == 3  # one scale per channel
