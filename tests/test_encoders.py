@@ -138,6 +138,57 @@ def test_pooled_only_encoder_builds_no_token_weights(name):
             == TOKEN_ONLY_PARAMS.get(name, 0))
 
 
+# Weights that serve pooled alone (not built with return_pooled=False), at SETTINGS sizes: the
+# relu projection, and mlp's whole Dense stack (10 -> 16 -> 8 -> 8).
+POOLED_ONLY_PARAMS = {"conv1d": 2 * 8 * 8 + 8, "spectrogram_cnn": 2 * 8 * 8 + 8,
+                      "image_cnn": 9 * 4 * 8 + 8, "text_cnn": 4 * 8 + 8,
+                      "mlp": 10 * 16 + 16 + 16 * 8 + 8 + 8 * 8 + 8}
+
+
+@pytest.mark.parametrize("name", ENCODERS.names())
+def test_token_only_encoder_builds_no_pooled_weights(name):
+    cls, kwargs, x, n = settings(name)
+    kind = SETTINGS.get(name, (None, cls.input_kinds[0]))[1]
+    batch = np.concatenate([x] + [example(kind, seed) for seed in (1, 2, 3)])
+    # every weight moves in one step; config and .keras round trips
+    run_layer_test((cls, {**kwargs, "return_pooled": False}), [batch],
+                   expected_shapes={"tokens": (None, n, 8), "mask": (None, n)})
+    with_pooled, token_only = cls(**kwargs), cls(**kwargs, return_pooled=False)
+    both = with_pooled(x)
+    tokens_and_mask = token_only(x)
+    assert sorted(tokens_and_mask) == ["mask", "tokens"]
+    assert tokens_and_mask["tokens"].shape == both["tokens"].shape
+    assert (with_pooled.count_params() - token_only.count_params()
+            == POOLED_ONLY_PARAMS.get(name, 0))
+    rebuilt = cls.from_config(token_only.get_config())
+    assert (rebuilt.return_tokens, rebuilt.return_pooled) == (True, False)
+
+
+def test_spectral_peaks_and_band_statistics_serve_pooled_alone():
+    cls = ENCODERS.get("spectrogram_cnn")
+    kwargs = {"embed_dim": 8, "filters": (), "kernel_size": 3, "utterance_norm": "mean",
+              "input_stats": True, "spectral_peaks": 3, "channels": 2}
+    x = example("spectrogram")  # 16 features: 2 spectra of 8 bins
+    batch = np.concatenate([x] + [example("spectrogram", seed) for seed in (1, 2, 3)])
+    run_layer_test((cls, {**kwargs, "return_pooled": False}), [batch],
+                   expected_shapes={"tokens": (None, 32, 8), "mask": (None, 32)})
+    with_pooled, token_only = cls(**kwargs), cls(**kwargs, return_pooled=False)
+    with_pooled(x)
+    assert sorted(token_only(x)) == ["mask", "tokens"]
+    assert token_only.peaks == [] and token_only.project is None
+    # peak convolutions (5 x 2 -> 3, 5 x 3 -> 3) and the projection of frames' mean and max,
+    # band means and stds and peaks (4 * 16 + 3 -> 8)
+    peaks = 5 * 2 * 3 + 3 + 5 * 3 * 3 + 3
+    assert with_pooled.count_params() - token_only.count_params() == peaks + 67 * 8 + 8
+    with pytest.raises(ValueError, match="do not split into channels=3"):
+        cls(**{**kwargs, "channels": 3}, return_pooled=False)(x)
+
+
+def test_an_encoder_returns_tokens_or_pooled():
+    with pytest.raises(ValueError, match="return_tokens and return_pooled are both False"):
+        ENCODERS.get("conv1d")(embed_dim=8, return_tokens=False, return_pooled=False)
+
+
 @pytest.mark.parametrize("name", ENCODERS.names())
 def test_mismatched_input_kind_is_a_clear_error(name):
     cls, kwargs, _, _ = settings(name)

@@ -114,6 +114,21 @@ def test_only_token_reading_fusions_ask_for_tokens():
             mixed_presence())
 
 
+def test_only_fusions_that_read_pooled_ask_for_it():
+    assert [n for n in NAMES if not FUSIONS.get(n).uses_pooled] == ["cross_attention"]
+    tokens_only = [{"tokens": f["tokens"], "mask": f["mask"]} for f in encoded_features()]
+    outputs = []
+    for features in (encoded_features(), tokens_only):  # pooled is never read
+        keras.utils.set_random_seed(0)
+        outputs.append(run(FUSIONS.get("cross_attention")(**KWARGS["cross_attention"]),
+                           features, mixed_presence())["fused"])
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    for name in NAMES:
+        if FUSIONS.get(name).level != "early" and FUSIONS.get(name).uses_pooled:
+            with pytest.raises(ValueError, match=r"lacks \['pooled'\].*uses_pooled = True"):
+                run(FUSIONS.get(name)(**KWARGS[name]), tokens_only, mixed_presence())
+
+
 @pytest.mark.parametrize("name", ["late_mean", "late_stacking"])
 def test_a_frozen_late_head_does_not_train(name):
     layer = FUSIONS.get(name)(**KWARGS[name])

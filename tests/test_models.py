@@ -12,11 +12,12 @@ import warnings
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from mmkeras.data.dataset import to_tf_dataset
 from mmkeras.data.preprocessing import fit_preprocessing
 from mmkeras.layers import load_model
-from mmkeras.models import build_models, end_to_end
+from mmkeras.models import FusionBackbone, FusionClassifier, build_models, end_to_end
 from mmkeras.registry import FUSIONS
 from mmkeras.training.trainer import feature_dataset
 
@@ -129,4 +130,59 @@ def test_pooled_fusion_trains_every_weight_and_builds_no_token_weights(tiny_mach
     _, cross = build_models(tiny_machine.modalities, state, 4, fusion="cross_attention",
                             embed_dim=8)
     assert all(cross.backbone.get_layer(f"{n}_encoder").return_tokens for n in kinds)
-    assert cross.count_params() > task.count_params()
+    for name in kinds:  # the token projections that the pooled fusion left out
+        tokenize = getattr(cross.backbone.get_layer(f"{name}_encoder"), "tokenize", None)
+        assert (tokenize is not None) == (name != "notes"), name
+
+
+def gradient_warnings(caught: list) -> list[str]:
+    return [str(w.message) for w in caught if "Gradients do not exist" in str(w.message)]
+
+
+def test_token_fusion_trains_every_weight_and_builds_no_pooled_weights(tiny_machine, state):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pre, task = trained(tiny_machine, state, "cross_attention")
+    assert gradient_warnings(caught) == []
+    backbone = task.backbone
+    shapes = {n: (None, *m["shape"]) for n, m in backbone.modalities.items()}
+    for name in tiny_machine.modalities:
+        encoder = backbone.get_layer(f"{name}_encoder")
+        assert (encoder.return_tokens, encoder.return_pooled) == (True, False), name
+        with_pooled = type(encoder).from_config({**encoder.get_config(), "return_pooled": True})
+        with_pooled.build(shapes[name])
+        # the relu projection of the pooled summary, none for text_bag
+        dropped = 0 if name == "notes" else with_pooled.project.count_params()
+        assert with_pooled.count_params() - encoder.count_params() == dropped, name
+    trainee = task.training_model()
+    features, targets = next(iter(feature_dataset(pre, tiny_machine, "train", 32, None)))
+    with tf.GradientTape() as tape:
+        predicted = trainee(features, training=True)["probabilities"]
+        loss = keras.ops.mean(keras.losses.sparse_categorical_crossentropy(
+            targets["probabilities"], predicted))
+    gradients = tape.gradient(loss, trainee.trainable_weights)
+    assert [w.path for w, g in zip(trainee.trainable_weights, gradients, strict=True)
+            if g is None] == []
+
+
+def test_token_fusion_keeps_pooled_for_unimodal_heads(tiny_machine, state):
+    tasks = {"label": {"loss_weight": 1.0, "unimodal_loss_weight": 0.3}}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, task = trained(tiny_machine, state, "cross_attention", tasks=tasks)
+    assert gradient_warnings(caught) == []
+    backbone = task.backbone
+    assert backbone.keep_pooled
+    assert all(backbone.get_layer(f"{n}_encoder").return_pooled for n in tiny_machine.modalities)
+    assert sorted(task.training_model().output) == sorted(
+        ["probabilities", *(f"{n}_unimodal" for n in tiny_machine.modalities)])
+    unpooled = FusionBackbone.from_config({**backbone.get_config(), "keep_pooled": False})
+    with pytest.raises(ValueError, match="build the backbone with keep_pooled=True"):
+        FusionClassifier(unpooled, 4, tasks=tasks)
+    # a backbone saved before keep_pooled existed kept (and saved) every encoder's pooled weights
+    saved = {k: v for k, v in unpooled.get_config().items() if k != "keep_pooled"}
+    assert FusionBackbone.from_config(saved).get_layer("audio_encoder").return_pooled
+    # one modality: no unimodal heads, so nothing keeps pooled
+    _, single = build_models({"audio": tiny_machine.modalities["audio"]}, state, 4,
+                             fusion="cross_attention", embed_dim=8, tasks=tasks)
+    assert not single.backbone.get_layer("audio_encoder").return_pooled

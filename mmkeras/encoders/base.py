@@ -21,10 +21,13 @@ model, the step mask is the optional input ``<modality>_step_mask`` (see
 
 ``return_tokens=False`` (set by the model builder when the fusion reads only ``pooled``, see
 ``Fusion.uses_tokens``): the encoder returns ``{"pooled": ...}`` only and builds no weight that
-serves the tokens alone, so no weight goes without a gradient.
+serves the tokens alone, so no weight goes without a gradient. ``return_pooled=False``, its
+mirror image (set when nothing reads ``pooled``, see ``Fusion.uses_pooled``): the encoder returns
+``{"tokens", "mask"}`` only and builds no weight that serves ``pooled`` alone. Both False is
+refused.
 
-The model builder passes ``embed_dim`` and ``return_tokens`` to every encoder and
-``vocab_size`` to encoders of ``"tokens"`` inputs; everything else comes from the config
+The model builder passes ``embed_dim``, ``return_tokens`` and ``return_pooled`` to every encoder
+and ``vocab_size`` to encoders of ``"tokens"`` inputs; everything else comes from the config
 (``encoders: {audio: {name: ...}}``).
 """
 
@@ -40,29 +43,36 @@ class Encoder(keras.layers.Layer):
     """Base class of the registered encoders.
 
     Subclasses set ``input_kinds`` (a subset of :data:`INPUT_KINDS`) and ``takes_step_mask``,
-    take ``embed_dim``, ``return_tokens`` and their own keyword arguments, and return every
-    constructor argument from ``get_config``.
+    take ``embed_dim``, ``return_tokens``, ``return_pooled`` and their own keyword arguments, and
+    return every constructor argument from ``get_config``.
     """
 
     input_kinds: tuple[str, ...] = ()
     takes_step_mask: bool = False
 
-    def __init__(self, embed_dim: int = 64, return_tokens: bool = True, **kwargs) -> None:
+    def __init__(self, embed_dim: int = 64, return_tokens: bool = True,
+                 return_pooled: bool = True, **kwargs) -> None:
         super().__init__(**kwargs)
         if int(embed_dim) < 1:
             raise ValueError(f"{type(self).__name__}: embed_dim must be >= 1, got {embed_dim}")
+        if not return_tokens and not return_pooled:
+            raise ValueError(f"{type(self).__name__}: return_tokens and return_pooled are both "
+                             f"False, so the encoder would return nothing; keep one of them")
         self.embed_dim = int(embed_dim)
         self.return_tokens = bool(return_tokens)
+        self.return_pooled = bool(return_pooled)
 
-    def outputs(self, pooled, tokens=None, mask=None) -> dict:
-        """The output dict: ``pooled`` only when ``return_tokens`` is False."""
-        if not self.return_tokens:
-            return {"pooled": pooled}
-        return {"tokens": tokens, "mask": mask, "pooled": pooled}
+    def outputs(self, pooled=None, tokens=None, mask=None) -> dict:
+        """The output dict: ``pooled`` only when ``return_tokens`` is False, ``tokens`` and
+        ``mask`` only when ``return_pooled`` is False."""
+        out = {"tokens": tokens, "mask": mask} if self.return_tokens else {}
+        if self.return_pooled:
+            out["pooled"] = pooled
+        return out
 
     def get_config(self) -> dict:
         return {**super().get_config(), "embed_dim": self.embed_dim,
-                "return_tokens": self.return_tokens}
+                "return_tokens": self.return_tokens, "return_pooled": self.return_pooled}
 
 
 def masked_mean(tokens, mask):

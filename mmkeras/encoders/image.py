@@ -53,7 +53,8 @@ class ImageEncoder(Encoder):
         ]
         self.grid_pool: keras.layers.Layer | None = None
         self.tokenize = keras.layers.Dense(self.embed_dim) if self.return_tokens else None
-        self.project = keras.layers.Dense(self.embed_dim, activation="relu")
+        self.project = (keras.layers.Dense(self.embed_dim, activation="relu")
+                        if self.return_pooled else None)
         self.cells = 1
 
     def build(self, input_shape: tuple) -> None:
@@ -77,7 +78,8 @@ class ImageEncoder(Encoder):
                 shape=(self.cells, self.embed_dim), name="positions",
                 initializer=keras.initializers.RandomNormal(stddev=0.02),
             )
-        self.project.build((shape[0], self.cells * shape[3]))
+        if self.project is not None:
+            self.project.build((shape[0], self.cells * shape[3]))
 
     def call(self, x, step_mask=None, training=None):
         check_input(self, x.shape, x.dtype)
@@ -86,7 +88,9 @@ class ImageEncoder(Encoder):
             x = pool(conv(x))
         x = self.grid_pool(x)
         cells = keras.ops.reshape(x, (-1, self.cells, x.shape[-1]))
-        pooled = self.project(keras.ops.reshape(cells, (-1, self.cells * x.shape[-1])))
+        pooled = None
+        if self.return_pooled:
+            pooled = self.project(keras.ops.reshape(cells, (-1, self.cells * x.shape[-1])))
         if not self.return_tokens:
             return self.outputs(pooled)
         tokens = self.tokenize(cells) + keras.ops.cast(self.positions, cells.dtype)

@@ -45,11 +45,12 @@ class MLPEncoder(Encoder):
                              f"hidden_units={hidden_units}, dropout={dropout}")
         self.hidden_units = tuple(int(n) for n in hidden_units)
         self.dropout = float(dropout)
-        self.stack = []
-        for n in self.hidden_units:
-            self.stack += [keras.layers.Dense(n, activation="relu"),
-                           keras.layers.Dropout(self.dropout)]
-        self.stack.append(keras.layers.Dense(self.embed_dim, activation="relu"))
+        self.stack = []  # serves pooled alone
+        if self.return_pooled:
+            for n in self.hidden_units:
+                self.stack += [keras.layers.Dense(n, activation="relu"),
+                               keras.layers.Dropout(self.dropout)]
+            self.stack.append(keras.layers.Dense(self.embed_dim, activation="relu"))
 
     def build(self, input_shape: tuple) -> None:
         check_input(self, input_shape)
@@ -73,7 +74,7 @@ class MLPEncoder(Encoder):
     def call(self, x, step_mask=None, training=None):
         check_input(self, x.shape, x.dtype)
         x = zero_masked_steps(x, step_mask)
-        pooled = x
+        pooled = x if self.return_pooled else None
         for layer in self.stack:
             pooled = layer(pooled, training=training)
         if not self.return_tokens:

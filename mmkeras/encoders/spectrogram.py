@@ -93,10 +93,12 @@ class SpectrogramEncoder(Encoder):
             for n in self.filters
         ]
         self.tokenize = keras.layers.Dense(self.embed_dim) if self.return_tokens else None
+        # The band statistics, the peak detectors and the projection serve pooled alone.
         self.peaks = [keras.layers.Conv1D(self.spectral_peaks, 5, padding="same",
                                           activation="relu")
-                      for _ in range(2 if self.spectral_peaks else 0)]
-        self.project = keras.layers.Dense(self.embed_dim, activation="relu")
+                      for _ in range(2 if self.spectral_peaks and self.return_pooled else 0)]
+        self.project = (keras.layers.Dense(self.embed_dim, activation="relu")
+                        if self.return_pooled else None)
 
     def build(self, input_shape: tuple) -> None:
         check_input(self, input_shape)
@@ -108,16 +110,16 @@ class SpectrogramEncoder(Encoder):
             shape = pool.compute_output_shape(shape)
         if self.tokenize is not None:
             self.tokenize.build(shape)
-        stats = 2 * input_shape[-1] if self.input_stats else 0
-        if self.spectral_peaks:
-            if input_shape[-1] % self.channels:
-                raise ValueError(f"SpectrogramEncoder: {input_shape[-1]} features do not split "
-                                 f"into channels={self.channels} equal spectra")
-            spectrum = (input_shape[0], input_shape[-1] // self.channels, self.channels)
-            for conv in self.peaks:
-                conv.build(spectrum)
-                spectrum = conv.compute_output_shape(spectrum)
-        self.project.build((shape[0], 2 * shape[-1] + stats + self.spectral_peaks))
+        if self.spectral_peaks and input_shape[-1] % self.channels:
+            raise ValueError(f"SpectrogramEncoder: {input_shape[-1]} features do not split "
+                             f"into channels={self.channels} equal spectra")
+        spectrum = (input_shape[0], input_shape[-1] // self.channels, self.channels)
+        for conv in self.peaks:
+            conv.build(spectrum)
+            spectrum = conv.compute_output_shape(spectrum)
+        if self.project is not None:
+            stats = 2 * input_shape[-1] if self.input_stats else 0
+            self.project.build((shape[0], 2 * shape[-1] + stats + self.spectral_peaks))
 
     def call(self, x, step_mask=None, training=None):
         check_input(self, x.shape, x.dtype)
@@ -125,7 +127,7 @@ class SpectrogramEncoder(Encoder):
             x = self._normalise(x, step_mask)
         x = zero_masked_steps(x, step_mask)
         summary = []
-        if self.input_stats or self.spectral_peaks:
+        if self.return_pooled and (self.input_stats or self.spectral_peaks):
             mean, variance = self._band_moments(x, step_mask)
             if self.input_stats:
                 summary += [mean[:, 0], keras.ops.sqrt(variance[:, 0] + 1e-6)]
@@ -137,8 +139,10 @@ class SpectrogramEncoder(Encoder):
             mask = keras.ops.ones(keras.ops.shape(x)[:2], dtype="float32")
         else:
             mask = downsample_mask(step_mask, 2 ** len(self.blocks), keras.ops.shape(x)[1])
-        pooled = self.project(keras.ops.concatenate(
-            [masked_mean(x, mask), masked_max(x, mask), *summary], axis=-1))
+        pooled = None
+        if self.return_pooled:
+            pooled = self.project(keras.ops.concatenate(
+                [masked_mean(x, mask), masked_max(x, mask), *summary], axis=-1))
         if not self.return_tokens:
             return self.outputs(pooled)
         return self.outputs(pooled, self.tokenize(x), mask)

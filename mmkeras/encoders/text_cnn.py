@@ -57,7 +57,8 @@ class TextCNNEncoder(Encoder):
             for k in self.kernel_sizes
         ]
         self.tokenize = keras.layers.Dense(self.embed_dim) if self.return_tokens else None
-        self.project = keras.layers.Dense(self.embed_dim, activation="relu")
+        self.project = (keras.layers.Dense(self.embed_dim, activation="relu")
+                        if self.return_pooled else None)
 
     def build(self, input_shape: tuple) -> None:
         check_input(self, input_shape)
@@ -67,7 +68,8 @@ class TextCNNEncoder(Encoder):
         features = (*input_shape, self.filters * len(self.convs))
         if self.tokenize is not None:
             self.tokenize.build(features)
-        self.project.build((input_shape[0], features[-1]))
+        if self.project is not None:
+            self.project.build((input_shape[0], features[-1]))
 
     def call(self, token_ids, step_mask=None, training=None):
         check_input(self, token_ids.shape, token_ids.dtype)
@@ -75,7 +77,7 @@ class TextCNNEncoder(Encoder):
         mask = keras.ops.cast(keras.ops.not_equal(token_ids, 0), "float32")
         words = zero_masked_steps(self.embedding(token_ids), mask)
         features = keras.ops.concatenate([conv(words) for conv in self.convs], axis=-1)
-        pooled = self.project(masked_max(features, mask))
+        pooled = self.project(masked_max(features, mask)) if self.return_pooled else None
         if not self.return_tokens:
             return self.outputs(pooled)
         return self.outputs(pooled, self.tokenize(features), mask)

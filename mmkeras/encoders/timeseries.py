@@ -56,7 +56,8 @@ class TimeSeriesEncoder(Encoder):
         self.convs: list[keras.layers.Layer] = []
         self.stride = 1
         self.tokenize = keras.layers.Dense(self.embed_dim) if self.return_tokens else None
-        self.project = keras.layers.Dense(self.embed_dim, activation="relu")
+        self.project = (keras.layers.Dense(self.embed_dim, activation="relu")
+                        if self.return_pooled else None)
 
     def build(self, input_shape: tuple) -> None:
         check_input(self, input_shape)
@@ -73,7 +74,8 @@ class TimeSeriesEncoder(Encoder):
             self.stride *= stride
         if self.tokenize is not None:
             self.tokenize.build(shape)
-        self.project.build((shape[0], 2 * self.filters[-1]))
+        if self.project is not None:
+            self.project.build((shape[0], 2 * self.filters[-1]))
 
     def call(self, x, step_mask=None, training=None):
         check_input(self, x.shape, x.dtype)
@@ -84,8 +86,10 @@ class TimeSeriesEncoder(Encoder):
             mask = keras.ops.ones(keras.ops.shape(x)[:2], dtype="float32")
         else:
             mask = downsample_mask(step_mask, self.stride, keras.ops.shape(x)[1])
-        summary = [masked_mean(x, mask), masked_max(x, mask)]
-        pooled = self.project(keras.ops.concatenate(summary, axis=-1))
+        pooled = None
+        if self.return_pooled:
+            summary = [masked_mean(x, mask), masked_max(x, mask)]
+            pooled = self.project(keras.ops.concatenate(summary, axis=-1))
         if not self.return_tokens:
             return self.outputs(pooled)
         return self.outputs(pooled, self.tokenize(x), mask)

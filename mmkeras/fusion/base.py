@@ -7,7 +7,8 @@ Every registered fusion subclasses :class:`Fusion` and is registered with
 
 - ``features``: a list with one dict per modality, in the model's modality order. For
   ``level = "intermediate"`` and ``"late"`` it is the encoder output (``tokens`` ``[B, N_i, D]``,
-  ``mask`` ``[B, N_i]``, ``pooled`` ``[B, D]``; see :mod:`mmkeras.encoders.base`). For
+  ``mask`` ``[B, N_i]``, ``pooled`` ``[B, D]``; see :mod:`mmkeras.encoders.base`; ``tokens`` and
+  ``mask`` may be left out unless ``uses_tokens``, ``pooled`` unless ``uses_pooled``). For
   ``level = "early"`` it is ``{"raw": x}``: the preprocessed (standardised) input itself,
   ``[B, T, C]`` series, ``[B, H, W, C]`` images, ``[B, F]`` vectors (text arrives as its
   encoder's pooled vector, since words have no low-level numeric form).
@@ -38,12 +39,16 @@ class Fusion(keras.layers.Layer):
     returns ``modality_weights``), ``uses_tokens`` (whether ``call`` reads the encoders'
     ``tokens`` and ``mask``; when False the backbone builds its encoders with
     ``return_tokens=False``, so they return ``pooled`` only and create no token-only weights),
-    ``paper`` (reference, for the README table).
+    ``uses_pooled`` (whether ``call`` reads ``pooled``; when False the encoders are built with
+    ``return_pooled=False`` unless something else reads it, e.g. unimodal heads, so they return
+    ``tokens`` and ``mask`` only and create no pooled-only weights), ``paper`` (reference, for
+    the README table).
     """
 
     level: str = "intermediate"
     returns_weights: bool = False
     uses_tokens: bool = False
+    uses_pooled: bool = True
     paper: str = ""
 
     def __init__(self, embed_dim: int = 64, **kwargs) -> None:

@@ -49,7 +49,9 @@ def check_inputs(
         missing = [key for key in keys if not isinstance(feature, dict) or key not in feature]
         if missing:
             hint = ("; a fusion that reads tokens sets uses_tokens = True, so the encoders "
-                    "return them" if {"tokens", "mask"} & set(missing) else "")
+                    "return them" if {"tokens", "mask"} & set(missing) else
+                    "; a fusion that reads pooled keeps uses_pooled = True, so the encoders "
+                    "return it" if "pooled" in missing else "")
             raise ValueError(f"{name}: features[{m}] lacks {missing} (needs {list(keys)}){hint}")
     num_modalities = len(features_shape)
     if len(presence_shape) != 2 or presence_shape[-1] not in (None, num_modalities):

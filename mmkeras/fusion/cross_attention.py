@@ -37,6 +37,7 @@ class CrossAttentionFusion(Fusion):
 
     level = "intermediate"
     uses_tokens = True
+    uses_pooled = False
     paper = "Tsai et al., 2019, Multimodal Transformer for Unaligned Multimodal Language Sequences"
 
     def __init__(self, embed_dim: int = 64, num_heads: int = 4, **kwargs) -> None:

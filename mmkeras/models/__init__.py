@@ -15,7 +15,7 @@ from mmkeras.data.preprocessing import is_spectral
 from mmkeras.models.backbone import FusionBackbone
 from mmkeras.models.end_to_end import InferenceModel, end_to_end
 from mmkeras.models.preprocessor import MultimodalPreprocessor, spec_to_dict
-from mmkeras.models.task import FusionClassifier
+from mmkeras.models.task import FusionClassifier, has_unimodal_heads
 from mmkeras.models.unimodal import load_unimodal, same_state
 from mmkeras.registry import split_spec
 
@@ -87,7 +87,7 @@ def build_models(
     backbone = FusionBackbone(
         backbone_modalities(preprocessor), encoders=encoders, fusion=fusion,
         embed_dim=embed_dim, modality_dropout=modality_dropout, num_classes=num_classes,
-        seed=seed, name="backbone",
+        seed=seed, keep_pooled=has_unimodal_heads(tasks, len(modalities)), name="backbone",
     )
     task = FusionClassifier(backbone, num_classes, tasks=tasks, dropout=dropout,
                             representation_penalty=representation_penalty, name="task")

@@ -12,7 +12,9 @@ are). Outputs: ``{"fused": ...}`` plus ``modality_weights`` when the fusion retu
 Encoders and fusions are chosen by registered name (see :mod:`mmkeras.registry`); each
 modality's encoder defaults by what it receives (:data:`DEFAULT_ENCODERS`). Encoders are built
 with ``return_tokens=fusion.uses_tokens``: under a fusion that reads pooled vectors only they
-create no token weights.
+create no token weights; and with ``return_pooled=fusion.uses_pooled`` (always True for early
+fusions, which read a text encoder's pooled vector, and with ``keep_pooled``, for the task's
+unimodal heads): under a fusion that reads tokens only they create no pooled weights.
 
 A late fusion's ``unimodal`` argument (``{modality: run folder or model.keras}``, each a model
 trained on that modality alone with a late fusion, e.g. ``fusion=late_mean``) makes a stacking
@@ -73,6 +75,8 @@ class FusionBackbone(keras.Model):
         modality_dropout: probability of marking a present modality absent while training.
         num_classes: needed by late fusions (their per-modality heads).
         seed: seed of the modality dropout.
+        keep_pooled: the encoders return ``pooled`` even when the fusion does not read it
+            (``Fusion.uses_pooled`` False), for the task's unimodal heads.
         load_unimodal_weights: read the weights of a late fusion's ``unimodal`` models
             (``from_config`` passes False: a saved model restores its own weights, and needs no
             such file).
@@ -87,6 +91,7 @@ class FusionBackbone(keras.Model):
         modality_dropout: float = 0.0,
         num_classes: int | None = None,
         seed: int | None = None,
+        keep_pooled: bool = False,
         load_unimodal_weights: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -111,6 +116,7 @@ class FusionBackbone(keras.Model):
         for name, source in sources.items():
             encoders[name] = merge_encoder_spec(encoders.get(name), source.encoder, name)
         fusion_layer = fusion_cls(**{"embed_dim": embed_dim, **fusion_kwargs}, name="fusion")
+        return_pooled = fusion_cls.uses_pooled or fusion_cls.level == "early" or keep_pooled
 
         inputs: dict[str, keras.KerasTensor] = {}
         for name, m in modalities.items():
@@ -143,7 +149,7 @@ class FusionBackbone(keras.Model):
                 features.append({"raw": x})
                 continue
             encoder = self._encoder(name, m, encoders.get(name), embed_dim,
-                                    fusion_cls.uses_tokens)
+                                    fusion_cls.uses_tokens, return_pooled)
             step_mask = inputs.get(name + STEP_MASK_SUFFIX) if encoder.takes_step_mask else None
             encoded = encoder(x, step_mask=step_mask)
             built[name] = encoder
@@ -170,10 +176,11 @@ class FusionBackbone(keras.Model):
         self.modality_dropout = modality_dropout
         self.num_classes = num_classes
         self.seed = seed
+        self.keep_pooled = bool(keep_pooled)
 
     @staticmethod
     def _encoder(name: str, modality: dict, spec: str | dict | None, embed_dim: int,
-                 return_tokens: bool):
+                 return_tokens: bool, return_pooled: bool):
         enc_name, enc_kwargs = split_spec(spec or default_encoder(modality), f"encoder of {name}")
         cls = ENCODERS.get(enc_name)
         kind = modality["input_kind"]
@@ -182,8 +189,8 @@ class FusionBackbone(keras.Model):
                              f"{list(cls.input_kinds)} inputs, but {name!r} gives {kind!r}")
         if kind == "tokens":
             enc_kwargs = {"vocab_size": modality["vocab_size"], **enc_kwargs}
-        return cls(**{"embed_dim": embed_dim, **enc_kwargs, "return_tokens": return_tokens},
-                   name=f"{name}_encoder")
+        return cls(**{"embed_dim": embed_dim, **enc_kwargs, "return_tokens": return_tokens,
+                      "return_pooled": return_pooled}, name=f"{name}_encoder")
 
     def get_config(self) -> dict:
         return {
@@ -196,8 +203,10 @@ class FusionBackbone(keras.Model):
             "modality_dropout": self.modality_dropout,
             "num_classes": self.num_classes,
             "seed": self.seed,
+            "keep_pooled": self.keep_pooled,
         }
 
     @classmethod
     def from_config(cls, config: dict) -> FusionBackbone:
-        return cls(**config, load_unimodal_weights=False)
+        # saved before keep_pooled existed: every encoder then returned (and saved) pooled
+        return cls(**{"keep_pooled": True, **config}, load_unimodal_weights=False)

@@ -12,7 +12,9 @@ one more classification head per modality on its encoder's pooled output, each t
 main label with weight gamma, so every encoder is discriminative on its own. They exist only in
 :meth:`FusionClassifier.training_model` (outputs ``<modality>_unimodal``); predictions,
 ``model.keras`` and the export are as without them. A single-modality model gets none (its main
-head already is that modality's head).
+head already is that modality's head). Under a fusion that reads no pooled vector
+(``cross_attention``) they need ``FusionBackbone(keep_pooled=True)``, which
+:func:`~mmkeras.models.build_models` sets when :func:`has_unimodal_heads`.
 
 Example:
     >>> from mmkeras.models.backbone import FusionBackbone
@@ -76,8 +78,14 @@ class FusionClassifier(keras.Model):
             raise ValueError(f"unimodal heads need an intermediate fusion (one encoder per "
                              f"modality); {backbone.fusion!r} is a {backbone.fusion_level} "
                              f"fusion")
-        if len(backbone.modalities) == 1:  # its main head already is the unimodal head
+        if not has_unimodal_heads(tasks, len(backbone.modalities)):
             unimodal_weight = 0.0
+        unpooled = [m for m in backbone.modalities if unimodal_weight
+                    and not backbone.get_layer(f"{m}_encoder").return_pooled]
+        if unpooled:
+            raise ValueError(f"unimodal heads read each encoder's pooled output, but the "
+                             f"encoders of {unpooled} return none under fusion "
+                             f"{backbone.fusion!r}: build the backbone with keep_pooled=True")
         inputs = backbone.input
         if unimodal_weight:  # the backbone's graph, also returning each encoder's pooled output
             source = keras.Model(inputs, {**backbone.output, **{
@@ -169,6 +177,12 @@ class FusionClassifier(keras.Model):
         config = dict(config)
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         return cls(**config)
+
+
+def has_unimodal_heads(tasks: dict[str, dict[str, Any]] | None, num_modalities: int) -> bool:
+    """Whether a task with ``tasks`` on ``num_modalities`` modalities gets unimodal heads."""
+    weight = float((tasks or {}).get("label", {}).get("unimodal_loss_weight", 0.0))
+    return bool(weight) and num_modalities > 1  # one modality: its main head is the unimodal head
 
 
 def _pooled(encoder: keras.layers.Layer):

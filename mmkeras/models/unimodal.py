@@ -21,8 +21,9 @@ import numpy as np
 
 from mmkeras.registry import split_spec
 
-# Layer settings that are not an encoder's own arguments (the backbone sets return_tokens).
-_LAYER_KEYS = ("name", "trainable", "dtype", "return_tokens")
+# Layer settings that are not an encoder's own arguments (the backbone sets return_tokens and
+# return_pooled).
+_LAYER_KEYS = ("name", "trainable", "dtype", "return_tokens", "return_pooled")
 
 
 @dataclass(frozen=True)
