@@ -145,7 +145,8 @@ def test_spectrum_standardised_per_channel(cache):
                          spectra.reshape(-1, spectra.shape[-1]).std(0)).pooled(3)
     assert small.center[0] == pytest.approx(rows.mean(), rel=1e-5)
     assert small.scale[0] == pytest.approx(rows.std(), rel=1e-4)
-    with pytest.raises(ValueError, match="standardize must be one of"):
+    with pytest.raises(ValueError, match="modality 'vibration': spectrogram option standardize "
+                                         "must be one of bin, channel; got 'band'"):
         fit_preprocessing(machine.load(cache, vibration_standardize="band", **SMALL))
 
 

@@ -371,7 +371,8 @@ class PreprocessingStats(beam.CombineFn):
             self._flush(name, part)
             if part["stats"] is None:
                 raise EmptyDataError(f"modality {name!r}: no training examples to fit on")
-            standardizer = finish_standardizer(spec["kind"], spec["options"], spec["shape"][-1],
+            standardizer = finish_standardizer(name, spec["kind"], spec["options"],
+                                               spec["shape"][-1],
                                                Standardizer.from_stats(part["stats"]))
             state[name] = {"standardizer": standardizer.to_dict()}
             if part["raw"] is not None:

@@ -54,20 +54,20 @@ def fixed_transform(spec: ModalitySpec) -> keras.layers.Layer | None:
     return None
 
 
-def finish_standardizer(kind: str, options: dict[str, Any], channels: int,
+def finish_standardizer(name: str, kind: str, options: dict[str, Any], channels: int,
                         standardizer: Standardizer) -> Standardizer:
-    """The fitted per-feature standardizer, pooled per channel where the spectrogram asks.
+    """Modality ``name``'s fitted per-feature standardizer, pooled per channel where asked.
 
     A time series' ``spectrogram`` option ``standardize: channel`` gives each channel's spectrum
     one mean and std over all its bins (``bin``, the default: one per bin), which keeps the
     spectrum's shape for encoders that look along frequency (``spectrogram_cnn``'s
     ``spectral_peaks``).
     """
-    mode = (options.get("spectrogram") or {}).get("standardize", "bin") \
-        if kind == "timeseries" else "bin"
+    spectrogram = (options.get("spectrogram") or {}) if kind == "timeseries" else {}
+    mode = spectrogram.get("standardize", "bin")
     if mode not in SPECTRUM_STANDARDIZE:
-        raise ValueError(f"spectrogram option standardize must be one of "
-                         f"{SPECTRUM_STANDARDIZE}, got {mode!r}")
+        raise ValueError(f"modality {name!r}: spectrogram option standardize must be one of "
+                         f"{', '.join(SPECTRUM_STANDARDIZE)}; got {mode!r}")
     return standardizer.pooled(channels) if mode == "channel" else standardizer
 
 
@@ -89,7 +89,7 @@ def fit_preprocessing(
             batches = (b.astype(np.float32) for b in _batches(data, batch_size))
             if transform is not None:
                 batches = (keras.ops.convert_to_numpy(transform(b)) for b in batches)
-            standardizer = finish_standardizer(spec.kind, spec.options, spec.shape[-1],
+            standardizer = finish_standardizer(name, spec.kind, spec.options, spec.shape[-1],
                                                fit_stats(batches))
             state[name] = {"standardizer": standardizer.to_dict()}
         else:
