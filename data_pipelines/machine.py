@@ -630,6 +630,7 @@ def load(
     val_fold: int | None = None,
     val_folds: int = 4,
     vibration_standardize: str = "bin",
+    audio_kurtosis_bands: list[list[float]] | None = None,
     strict: bool = False,
     progress: bool = True,
 ) -> MultimodalDataset:
@@ -643,6 +644,8 @@ def load(
     ``vibration_standardize`` is the vibration spectrogram's standardisation: ``"bin"`` (one
     mean and std per axis and frequency bin) or ``"channel"`` (per axis, over all its bins:
     keeps the spectrum's shape for ``spectrogram_cnn``'s ``spectral_peaks``).
+    ``audio_kurtosis_bands`` (``[[low, high], ...]`` Hz) appends each band's clip kurtosis to
+    the audio features (:class:`~mmkeras.data.audio.LogMelAndKurtosis`: a bearing's impacts).
     Modalities: ``vibration`` [window_s * 1000, 3] and ``environment`` [env_lookback_s, 2]
     time series, ``audio`` [window_s * 8000] and ``notes`` text; the splits also hold
     ``machine_id``, ``run_id`` and ``end_s``. ``strict`` is accepted for the common ``load()``
@@ -681,6 +684,7 @@ def load(
                 "n_fft": 256,
                 "hop_length": 128,
                 "n_mels": 40,
+                **({"kurtosis_bands": audio_kurtosis_bands} if audio_kurtosis_bands else {}),
             },
         ),
         "environment": ModalitySpec(

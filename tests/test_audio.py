@@ -16,6 +16,7 @@ import soundfile as sf
 import tensorflow as tf
 
 from mmkeras.data.audio import (
+    LogMelAndKurtosis,
     LogMelSpectrogram,
     Mfcc,
     decode_wav,
@@ -347,3 +348,46 @@ def test_mel_tolerance_for_in_band_and_out_of_band_energy(signal: str, rtol: flo
     assert err <= rtol
     if signal == "tone_12k":
         assert err > MEL_RTOL  # why the out-of-band bound is looser: the issue's case
+
+
+def _band_kurtosis(y: np.ndarray, sr: int, low: float, high: float) -> float:
+    """Reference: scipy's (Pearson) kurtosis of the clip band-passed by zeroing FFT bins."""
+    import scipy.stats
+
+    f = np.fft.rfftfreq(len(y), 1 / sr)
+    band = np.fft.irfft(np.fft.rfft(y) * ((f >= low) & (f < high)), n=len(y))
+    return float(np.log(scipy.stats.kurtosis(band, fisher=False)))
+
+
+def test_band_kurtosis_matches_scipy_and_tells_impacts_from_noise(
+        clips: list[np.ndarray], tmp_path: Path) -> None:
+    bands = [[300.0, 1000.0], [1000.0, 4000.0]]
+    layer = LogMelAndKurtosis(kurtosis_bands=bands, sample_rate=SR)
+    x = np.stack([pad_or_crop(c.astype(np.float32), 6000).numpy() for c in clips[:6]])
+    out = layer(x).numpy()
+    assert out.shape == (6, layer.num_frames(6000), N_MELS + 2)
+    np.testing.assert_array_equal(out[..., :N_MELS], LogMelSpectrogram(sample_rate=SR)(x).numpy())
+    assert np.ptp(out[..., N_MELS:], axis=1).max() == 0  # one value per clip, on every frame
+    want = [[_band_kurtosis(c, SR, *b) for b in bands] for c in x.astype(np.float64)]
+    np.testing.assert_allclose(out[:, 0, N_MELS:], want, atol=1e-4)
+
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 0.1, 8000)
+    impacts = noise * 0.1  # a 2.5 kHz resonance rung every 10 ms, decaying in 1 ms
+    t = np.arange(80) / SR
+    for start in range(0, 8000 - 80, 80):
+        impacts[start:start + 80] += np.sin(2 * np.pi * 2500 * t) * np.exp(-t / 1e-3)
+    k = layer(np.stack([noise, impacts, np.zeros(8000)]).astype(np.float32)).numpy()[:, 0, N_MELS:]
+    assert abs(k[0, 1] - np.log(3)) < 0.1 and k[1, 1] > np.log(3) + 1.0
+    np.testing.assert_array_equal(k[2], [0.0, 0.0])  # silence: no band, kurtosis 1
+    pcm = (x * 32767).astype(np.int16)
+    np.testing.assert_allclose(layer(pcm).numpy(), layer(pcm / 32768.0).numpy(), atol=1e-4)
+
+    model = keras.Sequential([keras.Input((6000,)), layer])
+    model.save(tmp_path / "k.keras")
+    loaded = keras.saving.load_model(tmp_path / "k.keras")
+    assert loaded.layers[0].get_config() == layer.get_config()
+    np.testing.assert_allclose(loaded(x).numpy(), out, atol=1e-6)
+    for bad in ([], [[1000.0, 5000.0]], [[2000.0, 1000.0]], [[100.0]]):
+        with pytest.raises(ValueError, match="kurtosis_bands must be a non-empty list"):
+            LogMelAndKurtosis(kurtosis_bands=bad, sample_rate=SR)

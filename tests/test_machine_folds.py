@@ -150,6 +150,31 @@ def test_spectrum_standardised_per_channel(cache):
         fit_preprocessing(machine.load(cache, vibration_standardize="band", **SMALL))
 
 
+def test_audio_band_kurtosis_trains_and_exports(cache_dir, tmp_path):
+    """``audio_kurtosis_bands`` adds one feature per band after the mel bands, standardised
+    from the training split, and the export carries it."""
+    import json
+
+    from mmkeras.data.preprocessing import fit_preprocessing
+    from mmkeras.training.trainer import train
+    from tests.conftest import TINY_MACHINE
+
+    ds = machine.load(cache_dir, audio_kurtosis_bands=[[1000, 4000]], **TINY_MACHINE)
+    state = fit_preprocessing(ds)["audio"]["standardizer"]
+    assert len(state["center"]) == 41
+    bearing = ds.splits["train"]["label"] == machine.CLASSES.index("bearing_wear")
+    audio = ds.splits["train"]["audio"]
+    band = np.fft.irfft(np.fft.rfft(audio) * (np.fft.rfftfreq(8000, 1 / 8000) >= 1000), n=8000)
+    kurtosis = np.log((band ** 4).mean(1) / (band ** 2).mean(1) ** 2)
+    assert state["center"][-1] == pytest.approx(kurtosis.mean(), abs=1e-4)
+    assert kurtosis[bearing].min() > kurtosis[~bearing].max()  # what the feature is for
+    cfg = resolve_config(None, ["epochs=1", "embed_dim=8", "verbose=0", "strategy=default",
+                                f"output={tmp_path / 'run'}"])
+    result = train(cfg, dataset=ds)
+    # loaded without keras or mmkeras, core ops only, the Keras model's probabilities
+    assert json.loads((result.run_dir / "export_validation.json").read_text())["ok"]
+
+
 @pytest.mark.parametrize("value", ["1", "-0.1", "true"])
 def test_ema_momentum_is_checked(value):
     with pytest.raises(ConfigError, match="ema_momentum"):

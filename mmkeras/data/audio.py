@@ -70,6 +70,7 @@ import tensorflow as tf
 from mmkeras.data import fs
 
 __all__ = [
+    "LogMelAndKurtosis",
     "LogMelSpectrogram",
     "Mfcc",
     "decode_wav",
@@ -150,6 +151,19 @@ def _dct_matrix(n_in: int, n_out: int) -> np.ndarray:
     mat = np.cos(np.pi * k * (2 * n + 1) / (2 * n_in)) * np.sqrt(2.0 / n_in)
     mat[:, 0] /= np.sqrt(2.0)
     return mat.astype(np.float32)
+
+
+def _float_audio(layer: keras.layers.Layer, inputs: tf.Tensor) -> tf.Tensor:
+    """Float audio as is, int16 PCM scaled by 1/32768; other integer dtypes are refused."""
+    inputs = tf.convert_to_tensor(inputs)
+    if inputs.dtype == tf.int16:
+        return tf.cast(inputs, tf.float32) / 32768.0
+    if inputs.dtype.is_integer or inputs.dtype == tf.bool:
+        raise ValueError(
+            f"{type(layer).__name__} input has dtype {inputs.dtype.name}: pass float audio "
+            "in [-1, 1] or int16 PCM (scaled by 1/32768)"
+        )
+    return tf.cast(inputs, tf.float32)
 
 
 @keras.saving.register_keras_serializable(package="mmkeras")
@@ -237,16 +251,7 @@ class LogMelSpectrogram(keras.layers.Layer):
 
     def mel_power(self, inputs: tf.Tensor) -> tf.Tensor:
         """Mel power ``[batch, frames, n_mels]`` (the ``log=False`` output)."""
-        inputs = tf.convert_to_tensor(inputs)
-        if inputs.dtype == tf.int16:
-            x = tf.cast(inputs, tf.float32) / 32768.0
-        elif inputs.dtype.is_integer or inputs.dtype == tf.bool:
-            raise ValueError(
-                f"{type(self).__name__} input has dtype {inputs.dtype.name}: pass float audio "
-                "in [-1, 1] or int16 PCM (scaled by 1/32768)"
-            )
-        else:
-            x = tf.cast(inputs, tf.float32)
+        x = _float_audio(self, inputs)
         if not self.center:
             self.num_frames(x.shape[-1])  # a static length shorter than n_fft raises here
             tf.debugging.assert_greater_equal(
@@ -305,6 +310,60 @@ class LogMelSpectrogram(keras.layers.Layer):
             amin=self.amin,
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="mmkeras")
+class LogMelAndKurtosis(LogMelSpectrogram):
+    """`LogMelSpectrogram` with each band's clip kurtosis appended to every frame.
+
+    ``[batch, samples]`` -> ``[batch, frames, n_mels + len(kurtosis_bands)]``. For each
+    ``[low, high)`` Hz band the waveform is band-passed over the whole clip (FFT, zeroing the
+    other bins, inverse FFT) and ``log(E[b^4] / E[b^2]^2)`` is taken (``log 3`` for Gaussian
+    noise, 0 for silence and for a clip too short to have a bin in the band). It measures
+    impulsiveness, as in condition monitoring: a worn bearing's impacts ringing a resonance
+    raise it, steady tones and noise do not, and frame-level spectra (32 ms frames hold several
+    impacts) cannot show it. Core TF ops only.
+
+    Example:
+        >>> wave = keras.Input(shape=(8000,))
+        >>> LogMelAndKurtosis(kurtosis_bands=[[1000, 4000]], sample_rate=8000)(wave).shape
+        (None, 63, 41)
+    """
+
+    def __init__(self, kurtosis_bands: list[list[float]] = ((1000.0, 4000.0),),
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        bands = [tuple(float(v) for v in band) for band in kurtosis_bands]
+        nyquist = self.sample_rate / 2
+        if not bands or any(len(b) != 2 or not 0 <= b[0] < b[1] <= nyquist for b in bands):
+            raise ValueError(f"kurtosis_bands must be a non-empty list of [low, high] Hz with "
+                             f"0 <= low < high <= sample_rate / 2 = {nyquist:g}; got "
+                             f"{kurtosis_bands!r}")
+        self.kurtosis_bands = bands
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        spec = super().call(inputs)
+        x = _float_audio(self, inputs)
+        length = tf.shape(x)[-1]
+        spectrum = tf.signal.rfft(x, fft_length=[length])
+        hz = (tf.range(tf.shape(spectrum)[-1], dtype=tf.float32) * self.sample_rate
+              / tf.cast(length, tf.float32))
+        kurtosis = []
+        for low, high in self.kurtosis_bands:
+            keep = tf.cast((hz >= low) & (hz < high), tf.complex64)
+            band = tf.signal.irfft(spectrum * keep, fft_length=[length])
+            m2 = tf.reduce_mean(tf.square(band), axis=-1)
+            m4 = tf.reduce_mean(tf.square(tf.square(band)), axis=-1)
+            kurtosis.append(tf.math.log(tf.maximum(m4 / tf.maximum(tf.square(m2), 1e-30), 1.0)))
+        per_clip = tf.stack(kurtosis, axis=-1)[:, None, :]
+        return tf.concat([spec, tf.repeat(per_clip, tf.shape(spec)[1], axis=1)], axis=-1)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        frames = self.num_frames(input_shape[-1])
+        return (input_shape[0], frames, self.n_mels + len(self.kurtosis_bands))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "kurtosis_bands": [list(b) for b in self.kurtosis_bands]}
 
 
 @keras.saving.register_keras_serializable(package="mmkeras")

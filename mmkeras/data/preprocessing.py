@@ -20,14 +20,15 @@ from typing import Any
 import keras
 import numpy as np
 
-from mmkeras.data.audio import LogMelSpectrogram
+from mmkeras.data.audio import LogMelAndKurtosis, LogMelSpectrogram
 from mmkeras.data.dataset import ModalitySpec, MultimodalDataset
 from mmkeras.data.sensor import AppendDifferences, LogPowerSpectrogram
 from mmkeras.data.standardize import Standardizer, fit_stats
 
 TEXT_DEFAULTS = {"max_tokens": 5000, "sequence_length": 32}
 SPECTRUM_STANDARDIZE = ("bin", "channel")
-LOGMEL_KEYS = ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db")
+LOGMEL_KEYS = ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db",
+               "kurtosis_bands")
 
 
 def is_spectral(spec: ModalitySpec) -> bool:
@@ -39,13 +40,15 @@ def fixed_transform(spec: ModalitySpec) -> keras.layers.Layer | None:
     """The fixed (not fitted) layer applied to a modality's raw input before standardisation.
 
     Audio: :class:`LogMelSpectrogram` (``sample_rate``, ``n_fft``, ``hop_length``, ``n_mels``,
-    ``fmin``, ``fmax``, ``top_db`` from ``spec.options``). Time series with
+    ``fmin``, ``fmax``, ``top_db`` from ``spec.options``), or :class:`LogMelAndKurtosis` when
+    the options also name ``kurtosis_bands``. Time series with
     ``options["spectrogram"] = {"n_fft": ..., "hop_length": ...}``: :class:`LogPowerSpectrogram`;
     with ``options["differences"] = True``: :class:`AppendDifferences`.
     """
     if spec.kind == "audio":
         kwargs = {k: spec.options[k] for k in LOGMEL_KEYS if k in spec.options}
-        return LogMelSpectrogram(**kwargs, name=f"{spec.name}_logmel")
+        layer = LogMelAndKurtosis if "kurtosis_bands" in kwargs else LogMelSpectrogram
+        return layer(**kwargs, name=f"{spec.name}_logmel")
     if spec.kind == "timeseries" and spec.options.get("spectrogram"):
         kwargs = {k: v for k, v in spec.options["spectrogram"].items() if k != "standardize"}
         return LogPowerSpectrogram(**kwargs, name=f"{spec.name}_spectrogram")
