@@ -388,6 +388,6 @@ def test_band_kurtosis_matches_scipy_and_tells_impacts_from_noise(
     loaded = keras.saving.load_model(tmp_path / "k.keras")
     assert loaded.layers[0].get_config() == layer.get_config()
     np.testing.assert_allclose(loaded(x).numpy(), out, atol=1e-6)
-    for bad in ([], [[1000.0, 5000.0]], [[2000.0, 1000.0]], [[100.0]]):
+    for bad in ([], [[1000.0, 5000.0]], [[2000.0, 1000.0]], [[100.0]], [[100, "x"]], 3, "1-4k"):
         with pytest.raises(ValueError, match="kurtosis_bands must be a non-empty list"):
             LogMelAndKurtosis(kurtosis_bands=bad, sample_rate=SR)

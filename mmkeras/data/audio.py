@@ -61,6 +61,7 @@ from __future__ import annotations
 import io
 import math
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -330,11 +331,14 @@ class LogMelAndKurtosis(LogMelSpectrogram):
         (None, 63, 41)
     """
 
-    def __init__(self, kurtosis_bands: list[list[float]] = ((1000.0, 4000.0),),
+    def __init__(self, kurtosis_bands: Sequence[Sequence[float]] = ((1000.0, 4000.0),),
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        bands = [tuple(float(v) for v in band) for band in kurtosis_bands]
         nyquist = self.sample_rate / 2
+        try:
+            bands = [tuple(float(v) for v in band) for band in kurtosis_bands]
+        except (TypeError, ValueError):
+            bands = []
         if not bands or any(len(b) != 2 or not 0 <= b[0] < b[1] <= nyquist for b in bands):
             raise ValueError(f"kurtosis_bands must be a non-empty list of [low, high] Hz with "
                              f"0 <= low < high <= sample_rate / 2 = {nyquist:g}; got "
