@@ -346,8 +346,8 @@ class LogMelAndKurtosis(LogMelSpectrogram):
         self.kurtosis_bands = bands
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
-        spec = super().call(inputs)
         x = _float_audio(self, inputs)
+        spec = super().call(x)
         length = tf.shape(x)[-1]
         spectrum = tf.signal.rfft(x, fft_length=[length])
         hz = (tf.range(tf.shape(spectrum)[-1], dtype=tf.float32) * self.sample_rate
