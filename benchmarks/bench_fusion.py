@@ -18,7 +18,10 @@ cross-validation without reading the test split.
 
 Finished runs are appended to ``<out>.runs.jsonl`` and reused when the same command is run
 again, so a long benchmark can be stopped and continued; ``--cached-only`` trains nothing and
-tables the finished runs (the ``runs`` column says how many each model has).
+tables the finished runs (the ``runs`` column says how many each model has). A fusion whose
+model cannot be built with the config (``early_timeline`` on images; an early or late fusion
+when the config trains unimodal heads) is listed under "Not run" with the reason, and the other
+runs go on.
 
 Usage:
     python benchmarks/bench_fusion.py --dataset machine --seeds 3 --out benchmarks/fusion_machine.md
@@ -331,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     done = [json.loads(x) for x in log.read_text().splitlines()] if log.is_file() else []
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-fusion-"))
     records: list[dict] = []
+    not_run: dict[str, str] = {}  # fusion -> why its model could not be built
     variants = None
     for fold in folds:
         fold_args = base + ([f"dataset_args.{args.fold_key}={fold}"] if fold is not None
@@ -348,12 +352,19 @@ def main(argv: list[str] | None = None) -> int:
                 if args.val_only:
                     key["val_only"] = True
                 cached = next((r for r in done if r["key"] == key), None)
-                if cached is None and args.cached_only:
+                if cached is None and (args.cached_only or name in not_run):
                     continue
                 if cached is None:
                     tag = f"{kind}-{name}-f{fold}-s{seed}"
-                    rec = (run_val if args.val_only else run_one)(config, overrides, dataset,
-                                                                  work / tag)
+                    try:
+                        rec = (run_val if args.val_only else run_one)(config, overrides,
+                                                                      dataset, work / tag)
+                    except ValueError as err:  # a fusion the config's model cannot be built with
+                        if kind != "fusion":
+                            raise
+                        not_run[name] = str(err).splitlines()[0]
+                        print(f"[{tag}] not run: {not_run[name]}", flush=True)
+                        continue
                     rec.update(key=key, kind=kind, name=name, seed=seed, fold=fold)
                     with log.open("a") as f:
                         f.write(json.dumps(rec) + "\n")
@@ -372,9 +383,13 @@ def main(argv: list[str] | None = None) -> int:
               f"seeds 0-{args.seeds - 1}{folds_note}; mean ± std over runs)")
     text = (val_markdown(records, header) if args.val_only
             else markdown(summarize(records), header))
+    if not_run:
+        text += "\nNot run (the model cannot be built with this config):\n" + "".join(
+            f"- {name}: {why}\n" for name, why in not_run.items())
     out.write_text(text)
     print(text)
-    if any(math.isnan(r["val_loss" if args.val_only else "accuracy"]) for r in records):
+    if not records or any(math.isnan(r["val_loss" if args.val_only else "accuracy"])
+                          for r in records):
         return 1
     return 0
 

@@ -96,7 +96,7 @@ def test_saved_model_round_trip(tmp_path):
 
 
 def test_rejected_where_it_does_not_apply():
-    with pytest.raises(ValueError, match="need an intermediate fusion"):
+    with pytest.raises(ValueError, match=r"need an intermediate fusion.*unimodal_loss_weight=0"):
         _task(0.3, fusion="late_mean")
     backbone = FusionBackbone(MODALITIES, embed_dim=8)
     with pytest.raises(ValueError, match="only the main task"):

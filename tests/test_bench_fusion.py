@@ -93,3 +93,23 @@ def test_kept_epoch_reads_the_fused_head_when_unimodal_heads_train_too(bench):
     heads = {"val_loss": [1.2, 0.8, 0.9], "val_probabilities_loss": [0.6, 0.4, 0.3],
              "val_probabilities_accuracy": [0.7, 0.9, 0.95]}
     assert bench._kept_epoch(heads, early_stopping=5) == (0.4, 0.9)  # kept on the total loss
+
+
+def test_a_fusion_the_config_cannot_build_is_reported_not_run(bench, cache_dir, tmp_path, capsys):
+    """Unimodal heads need an intermediate fusion: a late fusion is listed as not run, with the
+    reason, and the benchmark goes on (here nothing else was asked for, so it exits 1)."""
+    out = tmp_path / "fusion.md"
+    argv = ["--dataset", "machine", "--seeds", "2", "--epochs", "1", "--fusions", "late_mean",
+            "--modalities", "none", "--work", str(tmp_path / "runs"), "--out", str(out),
+            "--set", "tasks.label.unimodal_loss_weight=0.3"]
+    argv += [f"--set=dataset_args.{k}={str(v).lower()}" for k, v in TINY_MACHINE.items()]
+    assert bench.main(argv) == 1
+    printed = capsys.readouterr().out
+    assert printed.count("not run:") == 1  # tried once, not once per seed
+    assert "[fusion-late_mean-fNone-s0] not run: unimodal heads need an intermediate fusion" \
+        in printed
+    text = out.read_text()
+    assert "Not run (the model cannot be built with this config):" in text
+    assert "- late_mean: unimodal heads need an intermediate fusion" in text
+    assert "tasks.label.unimodal_loss_weight=0" in text
+    assert not out.with_suffix(".runs.jsonl").exists()
