@@ -76,9 +76,9 @@ class FusionClassifier(keras.Model):
         unimodal_weight = float(tasks.get("label", {}).get("unimodal_loss_weight", 0.0))
         if unimodal_weight and backbone.fusion_level != "intermediate":
             raise ValueError(f"unimodal heads need an intermediate fusion (one encoder per "
-                             f"modality); {backbone.fusion!r} is a {backbone.fusion_level} "
-                             f"fusion: set tasks.label.unimodal_loss_weight=0 or choose an "
-                             f"intermediate fusion")
+                             f"modality), and fusion {backbone.fusion!r} is "
+                             f"{backbone.fusion_level}: set tasks.label.unimodal_loss_weight=0 "
+                             f"or choose an intermediate fusion")
         if not has_unimodal_heads(tasks, len(backbone.modalities)):
             unimodal_weight = 0.0
         unpooled = [m for m in backbone.modalities if unimodal_weight
