@@ -36,7 +36,8 @@ KWARGS = {
     "late_mean": {"embed_dim": 8, "num_classes": NUM_CLASSES, "unimodal": {"a": "runs/a"}},
     "late_weighted": {"embed_dim": 8, "num_classes": NUM_CLASSES, "unimodal": {"a": "runs/a"}},
     "late_product": {"embed_dim": 8, "num_classes": NUM_CLASSES, "unimodal": {"a": "runs/a"}},
-    "late_stacking": {"embed_dim": 8, "num_classes": NUM_CLASSES, "unimodal": {"a": "runs/a"}},
+    "late_stacking": {"embed_dim": 8, "num_classes": NUM_CLASSES, "unimodal": {"a": "runs/a"},
+                      "stack_on": "probabilities"},
 }
 NAMES = FUSIONS.names()
 
@@ -392,3 +393,20 @@ def test_input_errors_name_the_argument():
     with pytest.raises(ValueError, match=r"features\[0\] lacks \['tokens'\]"):
         FUSIONS.build("cross_attention")([{"pooled": f["pooled"], "mask": f["mask"]}
                                           for f in features], mixed_presence())
+
+
+def test_late_stacking_starts_as_the_product_of_experts():
+    """Untrained, stacking on log-probabilities is ``late_product`` with the same heads, absent
+    modalities included; a config saved before ``stack_on`` existed loads as probabilities."""
+    features, presence = encoded_features(), mixed_presence()
+    stacking = FUSIONS.get("late_stacking")(num_classes=NUM_CLASSES, embed_dim=8)
+    product = FUSIONS.get("late_product")(num_classes=NUM_CLASSES, embed_dim=8)
+    fused = run(stacking, features, presence)["fused"]
+    run(product, features, presence)
+    product.set_weights([np.array(w) for head in stacking.heads for w in head.weights])
+    np.testing.assert_allclose(fused, run(product, features, presence)["fused"], atol=1e-6)
+    config = stacking.get_config()
+    assert config.pop("stack_on") == "log_probabilities"
+    assert type(stacking).from_config(config).stack_on == "probabilities"
+    with pytest.raises(ValueError, match="stack_on must be one of"):
+        FUSIONS.get("late_stacking")(num_classes=NUM_CLASSES, stack_on="logits")

@@ -152,31 +152,66 @@ class LateProductFusion(LateFusion):
 
 @register_fusion("late_stacking")
 class LateStackingFusion(LateFusion):
-    """Stacking (Wolpert, 1992): a learned head on all the per-modality probabilities.
+    """Stacking (Wolpert, 1992): a learned head on all the per-modality predictions.
 
-    Input of the stacking ``Dense(num_classes)``: every modality's probabilities (exactly 0 for
-    an absent modality) and the presence flags, so it learns how to combine the modalities and
-    how to do without each.
+    Input of the stacking ``Dense(num_classes)``: every modality's log-probabilities (exactly 0
+    for an absent modality) and the presence flags, so it learns how to combine the modalities
+    and how to do without each. Its kernel starts as one identity block per modality, so the
+    untrained layer is the product of experts (``late_product``) and training learns per-class
+    trust from there. ``stack_on="probabilities"`` stacks on probabilities from a random
+    kernel instead (Wolpert's form); small inputs then need large weights, and it trained
+    poorly end to end (benchmarks/RESULTS.md, avdigits grid).
 
     Example:
         >>> import numpy as np
         >>> features = [{"pooled": np.ones((2, 4), "float32")} for _ in range(2)]
-        >>> out = LateStackingFusion(num_classes=3)(features, np.ones((2, 2), "float32"))
-        >>> tuple(out["fused"].shape)
-        (2, 3)
+        >>> presence = np.ones((2, 2), "float32")
+        >>> stacked = LateStackingFusion(num_classes=3)
+        >>> out = stacked(features, presence)
+        >>> product = LateProductFusion(num_classes=3)
+        >>> _ = product(features, presence)
+        >>> product.set_weights(stacked.get_weights()[:4])  # the same per-modality heads
+        >>> bool(np.allclose(out["fused"], product(features, presence)["fused"], atol=1e-6))
+        True
     """
 
     paper = "Wolpert, 1992, Stacked Generalization"
+    STACK_ON = ("log_probabilities", "probabilities")
+
+    def __init__(self, num_classes: int, embed_dim: int = 64,
+                 unimodal: dict[str, str] | None = None,
+                 stack_on: str = "log_probabilities", **kwargs) -> None:
+        super().__init__(num_classes, embed_dim=embed_dim, unimodal=unimodal, **kwargs)
+        if stack_on not in self.STACK_ON:
+            raise ValueError(f"LateStackingFusion: stack_on must be one of {self.STACK_ON}, "
+                             f"got {stack_on!r}")
+        self.stack_on = stack_on
 
     def build(self, features_shape, presence_shape) -> None:
         super().build(features_shape, presence_shape)
         self.stacking = keras.layers.Dense(self.num_classes, name="stacking")
         self.stacking.build((None, self.num_modalities * (self.num_classes + 1)))
+        if self.stack_on == "log_probabilities":
+            eye = keras.ops.eye(self.num_classes, dtype=self.stacking.kernel.dtype)
+            self.stacking.kernel.assign(keras.ops.concatenate(
+                [eye] * self.num_modalities
+                + [keras.ops.zeros((self.num_modalities, self.num_classes), eye.dtype)], axis=0))
 
     def combine(self, logits, presence) -> dict:
-        probabilities = keras.ops.softmax(logits, axis=-1)
-        blocks = [where_present(probabilities[:, m], present_column(presence, m))
+        if self.stack_on == "log_probabilities":
+            scores = keras.ops.log_softmax(logits, axis=-1)
+        else:
+            scores = keras.ops.softmax(logits, axis=-1)
+        blocks = [where_present(scores[:, m], present_column(presence, m))
                   for m in range(self.num_modalities)]
         stacked = keras.ops.concatenate([*blocks, keras.ops.cast(presence, "float32")], axis=-1)
-        scores = keras.ops.cast(self.stacking(stacked), "float32")
-        return {"fused": keras.ops.softmax(scores, axis=-1)}
+        fused = keras.ops.cast(self.stacking(stacked), "float32")
+        return {"fused": keras.ops.softmax(fused, axis=-1)}
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "stack_on": self.stack_on}
+
+    @classmethod
+    def from_config(cls, config: dict) -> LateStackingFusion:
+        # Saved before stack_on existed: those layers stacked on probabilities.
+        return super().from_config({"stack_on": "probabilities", **config})
