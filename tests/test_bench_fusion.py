@@ -39,12 +39,17 @@ def _tables(text: str) -> list[list[list[str]]]:
     return tables
 
 
+def _tiny_machine_argv(tmp_path: Path, out: Path, *options: str) -> list[str]:
+    """bench_fusion arguments for the tiny machine dataset: ``options``, then work, out, sizes."""
+    return ["--dataset", "machine", *options, "--work", str(tmp_path / "runs"), "--out", str(out),
+            *(f"--set=dataset_args.{k}={str(v).lower()}" for k, v in TINY_MACHINE.items())]
+
+
 def test_reduced_benchmark_on_machine(bench, cache_dir, tmp_path, capsys):
     out = tmp_path / "fusion.md"
-    argv = ["--dataset", "machine", "--seeds", "1", "--epochs", "2", "--fusions", "sum,early",
-            "--modalities", "environment", "--work", str(tmp_path / "runs"), "--out", str(out),
-            "--set", "modalities=[environment,notes]"]
-    argv += [f"--set=dataset_args.{k}={str(v).lower()}" for k, v in TINY_MACHINE.items()]
+    argv = _tiny_machine_argv(tmp_path, out, "--seeds", "1", "--epochs", "2", "--fusions",
+                              "sum,early", "--modalities", "environment",
+                              "--set", "modalities=[environment,notes]")
     assert bench.main(argv) == 0
     text = out.read_text()
     assert text.startswith("`python benchmarks/bench_fusion.py --dataset machine")
@@ -99,10 +104,9 @@ def test_a_fusion_the_config_cannot_build_is_reported_not_run(bench, cache_dir, 
     """Unimodal heads need an intermediate fusion: a late fusion is listed as not run, with the
     reason, and the benchmark goes on (here nothing else was asked for, so it exits 1)."""
     out = tmp_path / "fusion.md"
-    argv = ["--dataset", "machine", "--seeds", "2", "--epochs", "1", "--fusions", "late_mean",
-            "--modalities", "none", "--work", str(tmp_path / "runs"), "--out", str(out),
-            "--set", "tasks.label.unimodal_loss_weight=0.3"]
-    argv += [f"--set=dataset_args.{k}={str(v).lower()}" for k, v in TINY_MACHINE.items()]
+    argv = _tiny_machine_argv(tmp_path, out, "--seeds", "2", "--epochs", "1", "--fusions",
+                              "late_mean", "--modalities", "none",
+                              "--set", "tasks.label.unimodal_loss_weight=0.3")
     assert bench.main(argv) == 1
     printed = capsys.readouterr().out
     assert printed.count("not run:") == 1  # tried once, not once per seed
