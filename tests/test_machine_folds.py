@@ -1,7 +1,7 @@
 """Issue 7's machine settings: validation folds around a fixed test set (``machine.load``), the
 cross-validation table of ``bench_fusion.py --val-only``, the spectrogram encoder's
-``input_stats`` and ``spectral_peaks``, per-channel spectrum standardisation and the
-``ema_momentum`` weight average."""
+``input_stats``, ``spectral_peaks`` and ``spectral_max``, per-channel spectrum standardisation
+and the ``ema_momentum`` weight average."""
 
 from __future__ import annotations
 
@@ -120,6 +120,35 @@ def test_spectral_peaks_find_a_peak_wherever_it_sits():
         SpectrogramEncoder(embed_dim=8, spectral_peaks=2, channels=3)(x)
     with pytest.raises(ValueError, match="spectral_peaks"):
         SpectrogramEncoder(embed_dim=8, spectral_peaks=-1)
+
+
+def test_spectral_max_is_each_channels_strongest_line():
+    bins, channels = 20, 3
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(4, 10, channels * bins)).astype("float32")
+    x[0, :, 7] += 6.0  # a line in channel 0, then the same line 2 dB stronger
+    x[1] = x[0]
+    x[1, :, 7] += 2.0
+    kwargs = {"embed_dim": 8, "filters": (), "spectral_max": True, "channels": channels}
+    run_layer_test((SpectrogramEncoder, kwargs), [x],
+                   expected_shapes={"tokens": (None, 10, 8), "mask": (None, 10),
+                                    "pooled": (None, 8)})
+    encoder = SpectrogramEncoder(**kwargs)
+    mask = np.ones((4, 10), "float32")
+    mask[:, 8:] = 0
+    encoder(x, step_mask=mask)
+    mean, _ = SpectrogramEncoder._band_moments(keras.ops.convert_to_tensor(x), mask)
+    maxima = keras.ops.convert_to_numpy(keras.ops.max(encoder._spectra(mean[:, 0]), axis=-1))
+    expected = x[:, :8].mean(1).reshape(4, channels, bins).max(-1)
+    np.testing.assert_allclose(maxima, expected, atol=1e-5)
+    assert maxima[1, 0] - maxima[0, 0] == pytest.approx(2.0, abs=1e-5)
+    # the projection takes the frames' mean and max (2 x 60) and one maximum per channel
+    plain = SpectrogramEncoder(embed_dim=8, filters=(), channels=channels)
+    plain(x)
+    assert encoder.count_params() - plain.count_params() == channels * 8
+    assert SpectrogramEncoder.from_config(encoder.get_config()).spectral_max
+    with pytest.raises(ValueError, match="channels=7"):
+        SpectrogramEncoder(embed_dim=8, spectral_max=True, channels=7)(x)
 
 
 def test_spectrum_standardised_per_channel(cache):

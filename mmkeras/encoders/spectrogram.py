@@ -30,7 +30,8 @@ class SpectrogramEncoder(Encoder):
       of the masked mean and standard deviation over time of each input band (the clip's
       band levels, which the convolutions, batch normalisation and pooling only pass on
       indirectly); with ``spectral_peaks``, also of that many peak detectors run along the
-      frequency axis of the band levels.
+      frequency axis of the band levels; with ``spectral_max``, also of each channel's largest
+      band level.
 
     ``spectral_peaks`` (0: off) convolves each clip's band levels along frequency (two
     convolutions of ``spectral_peaks`` filters, width 5) and keeps each filter's maximum over
@@ -42,6 +43,13 @@ class SpectrogramEncoder(Encoder):
     ``pooled`` sees the frames' masked average and maximum, the peaks and the band levels alone,
     and ``tokens`` are the frames: on the machine vibration, where the evidence is one spectral
     line, this smaller encoder overfits less (``benchmarks/RESULTS.md``).
+
+    ``spectral_max`` adds, per channel, the maximum over frequency of the clip's band levels:
+    the level of the strongest spectral line, wherever it sits, with no weights to learn (a
+    channel's maximum moves by exactly the change of its line, where a learned detector only
+    approximates it). On the machine vibration that line is the 1x rotation and its level
+    separates imbalance from the other conditions. Like ``spectral_peaks``, it needs
+    ``channels`` spectra side by side, standardised per channel.
 
     ``utterance_norm`` normalises each clip before the convolutions (cepstral mean
     normalisation, in the graph, so the exported model does it too): ``"mean"`` subtracts each
@@ -67,6 +75,7 @@ class SpectrogramEncoder(Encoder):
         utterance_norm: str | None = None,
         input_stats: bool = False,
         spectral_peaks: int = 0,
+        spectral_max: bool = False,
         channels: int = 1,
         **kwargs,
     ) -> None:
@@ -83,6 +92,7 @@ class SpectrogramEncoder(Encoder):
         self.utterance_norm = utterance_norm
         self.input_stats = bool(input_stats)
         self.spectral_peaks = int(spectral_peaks)
+        self.spectral_max = bool(spectral_max)
         self.channels = int(channels)
         self.filters = tuple(int(n) for n in filters)
         self.kernel_size = int(kernel_size)
@@ -110,7 +120,7 @@ class SpectrogramEncoder(Encoder):
             shape = pool.compute_output_shape(shape)
         if self.tokenize is not None:
             self.tokenize.build(shape)
-        if self.spectral_peaks and input_shape[-1] % self.channels:
+        if (self.spectral_peaks or self.spectral_max) and input_shape[-1] % self.channels:
             raise ValueError(f"SpectrogramEncoder: {input_shape[-1]} features do not split "
                              f"into channels={self.channels} equal spectra")
         spectrum = (input_shape[0], input_shape[-1] // self.channels, self.channels)
@@ -119,7 +129,8 @@ class SpectrogramEncoder(Encoder):
             spectrum = conv.compute_output_shape(spectrum)
         if self.project is not None:
             stats = 2 * input_shape[-1] if self.input_stats else 0
-            self.project.build((shape[0], 2 * shape[-1] + stats + self.spectral_peaks))
+            maxima = self.channels if self.spectral_max else 0
+            self.project.build((shape[0], 2 * shape[-1] + stats + self.spectral_peaks + maxima))
 
     def call(self, x, step_mask=None, training=None):
         check_input(self, x.shape, x.dtype)
@@ -127,12 +138,14 @@ class SpectrogramEncoder(Encoder):
             x = self._normalise(x, step_mask)
         x = zero_masked_steps(x, step_mask)
         summary = []
-        if self.return_pooled and (self.input_stats or self.spectral_peaks):
+        if self.return_pooled and (self.input_stats or self.spectral_peaks or self.spectral_max):
             mean, variance = self._band_moments(x, step_mask)
             if self.input_stats:
                 summary += [mean[:, 0], keras.ops.sqrt(variance[:, 0] + 1e-6)]
             if self.spectral_peaks:
                 summary.append(self._peaks(mean[:, 0]))
+            if self.spectral_max:
+                summary.append(keras.ops.max(self._spectra(mean[:, 0]), axis=-1))
         for conv, norm, pool in self.blocks:
             x = pool(norm(conv(x), training=training))
         if step_mask is None:
@@ -163,12 +176,14 @@ class SpectrogramEncoder(Encoder):
 
     def _peaks(self, levels):
         """Each peak detector's maximum over frequency of band levels ``[B, channels * bins]``."""
-        ops = keras.ops
-        spectra = ops.reshape(levels, (-1, self.channels, levels.shape[-1] // self.channels))
-        y = ops.transpose(spectra, (0, 2, 1))  # [B, bins, channels]
+        y = keras.ops.transpose(self._spectra(levels), (0, 2, 1))  # [B, bins, channels]
         for conv in self.peaks:
             y = conv(y)
-        return ops.max(y, axis=1)
+        return keras.ops.max(y, axis=1)
+
+    def _spectra(self, levels):
+        """Band levels ``[B, channels * bins]`` as ``[B, channels, bins]``."""
+        return keras.ops.reshape(levels, (-1, self.channels, levels.shape[-1] // self.channels))
 
     def _normalise(self, x, step_mask):
         """Per clip and band: minus the mean (and over the std) of the observed frames."""
@@ -186,5 +201,6 @@ class SpectrogramEncoder(Encoder):
             "utterance_norm": self.utterance_norm,
             "input_stats": self.input_stats,
             "spectral_peaks": self.spectral_peaks,
+            "spectral_max": self.spectral_max,
             "channels": self.channels,
         }
