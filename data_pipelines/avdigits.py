@@ -143,6 +143,27 @@ MNIST_PAYLOAD_SHA256 = {
 
 _NAME = re.compile(r"^(\d)_([a-z]+)_(\d+)\.wav$")
 _SPEAKER_SPLIT = {spk: split for split, spks in SPLIT_SPEAKERS.items() for spk in spks}
+VAL_FOLD_SPEAKERS: tuple[str, ...] = (*SPLIT_SPEAKERS["train"], *SPLIT_SPEAKERS["val"])
+
+
+def split_speakers(val_fold: int | None = None) -> dict[str, str]:
+    """Speaker -> split. ``val_fold`` k validates on ``VAL_FOLD_SPEAKERS[k]`` instead of theo.
+
+    The test speaker stays yweweler and theo trains in its place, so the five folds rotate the
+    validation speaker over the five non-test speakers (fold 4 is the default split).
+
+    Example:
+        >>> split_speakers(0)["george"], split_speakers(0)["theo"], split_speakers()["theo"]
+        ('val', 'train', 'val')
+    """
+    if val_fold is None:
+        return dict(_SPEAKER_SPLIT)
+    if not 0 <= val_fold < len(VAL_FOLD_SPEAKERS):
+        raise ValueError(f"val_fold must be in 0-{len(VAL_FOLD_SPEAKERS) - 1} (the validation "
+                         f"speaker, one of {', '.join(VAL_FOLD_SPEAKERS)}); got {val_fold}")
+    val = VAL_FOLD_SPEAKERS[val_fold]
+    return {spk: ("val" if spk == val else "train" if split != "test" else split)
+            for spk, split in _SPEAKER_SPLIT.items()}
 
 
 class Pair(NamedTuple):
@@ -264,11 +285,14 @@ def read_mnist(folder: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ----------------------------------------------------------------------------------- recipe
-def pair_clips(files: list[str], mnist_labels: np.ndarray, seed: int = SEED) -> dict[str, list]:
+def pair_clips(files: list[str], mnist_labels: np.ndarray, seed: int = SEED,
+               val_fold: int | None = None) -> dict[str, list]:
     """The pairing recipe: ``{split: [Pair, ...]}`` from FSDD file names and MNIST labels.
 
     ``files`` are file names ``{digit}_{speaker}_{index}.wav`` with speakers of
-    :data:`SPLIT_SPEAKERS` (others raise ValueError; :func:`load` quarantines them first).
+    :data:`SPLIT_SPEAKERS` (others raise ValueError; :func:`load` quarantines them first);
+    ``val_fold`` picks the validation speaker (:func:`split_speakers`). Each split's clips are
+    paired with images of that split's MNIST pool, whichever speakers it holds.
 
     Example:
         >>> _, labels = read_mnist(data_folders()[1])                     # doctest: +SKIP
@@ -277,12 +301,13 @@ def pair_clips(files: list[str], mnist_labels: np.ndarray, seed: int = SEED) -> 
         Pair(file='0_george_0.wav', mnist_index=441, digit=0, speaker='george')
     """
     clips: dict[str, list[tuple[str, int, str]]] = {split: [] for split in SPLIT_SPEAKERS}
+    speaker_split = split_speakers(val_fold)
     for name in sorted(files):
         match = _NAME.match(name)
         if match is None or match.group(2) not in _SPEAKER_SPLIT:
             raise ValueError(f"{name}: not an FSDD clip name of a known speaker")
         digit, speaker = int(match.group(1)), match.group(2)
-        clips[_SPEAKER_SPLIT[speaker]].append((name, digit, speaker))
+        clips[speaker_split[speaker]].append((name, digit, speaker))
     rng = np.random.default_rng(seed)
     pairs: dict[str, list[Pair]] = {}
     for split, (lo, hi) in IMAGE_POOLS.items():
@@ -315,7 +340,7 @@ def _image_standardizer(pairs: dict[str, list[Pair]], images: np.ndarray) -> Sta
 # ------------------------------------------------------------------------------------- load
 def load(
     strict: bool = False, clip_samples: int = 8000, n_mels: int = 40, augment: bool = False,
-    top_db: float | None = None,
+    top_db: float | None = None, val_fold: int | None = None,
 ) -> MultimodalDataset:
     """Build the paired dataset (all 3000 clips decoded in memory, ~100 MB; ~1 s).
 
@@ -327,6 +352,9 @@ def load(
         augment: random shifts/rotations of the images during training (see module docs).
         top_db: floor of the model's log-mel front end, in dB below each clip's peak (None:
             the front end's default, 80 dB).
+        val_fold: speaker-grouped validation folds for choosing settings without the test
+            speaker: 0-4 validates on george, jackson, lucas, nicolas or theo, and theo trains
+            in that speaker's place (:func:`split_speakers`; 4 and None: the default split).
 
     Example:
         >>> ds = load()                                       # doctest: +SKIP
@@ -346,7 +374,7 @@ def load(
                                  f"(known: {sorted(_SPEAKER_SPLIT)})")
         else:
             good_names.append(path.name)
-    pairs = pair_clips(good_names, labels)
+    pairs = pair_clips(good_names, labels, val_fold=val_fold)
 
     splits: dict[str, dict[str, np.ndarray]] = {}
     for split, split_pairs in pairs.items():

@@ -79,6 +79,32 @@ def test_splits_sizes_labels_and_image_pools(dataset, mnist):
                 or speakers["val"] & speakers["test"])
 
 
+def test_validation_folds_rotate_the_speaker_and_keep_the_test_pairs(dataset, mnist):
+    _, labels = mnist
+    seen = []
+    for fold, speaker in enumerate(avdigits.VAL_FOLD_SPEAKERS):
+        folded = avdigits.load(val_fold=fold)
+        val, train = folded.splits["val"], folded.splits["train"]
+        assert set(val["speaker"].tolist()) == {speaker} and len(val["label"]) == 500
+        assert speaker not in set(train["speaker"].tolist()) and len(train["label"]) == 2000
+        for split in ("train", "val"):  # each split still draws from its own MNIST pool
+            lo, hi = avdigits.IMAGE_POOLS[split]
+            idx = folded.splits[split]["mnist_index"]
+            assert ((idx >= lo) & (idx < hi)).all()
+            np.testing.assert_array_equal(labels[idx], folded.splits[split]["label"])
+        for key in ("file", "mnist_index"):
+            np.testing.assert_array_equal(folded.splits["test"][key], dataset.splits["test"][key])
+        seen.append(speaker)
+    assert seen[-1] == "theo" and len(set(seen)) == 5
+    last = avdigits.load(val_fold=4)
+    for split in ("train", "val"):  # fold 4 is the default split
+        np.testing.assert_array_equal(last.splits[split]["file"], dataset.splits[split]["file"])
+        np.testing.assert_array_equal(last.splits[split]["mnist_index"],
+                                      dataset.splits[split]["mnist_index"])
+    with pytest.raises(ValueError, match="val_fold must be in 0-4"):
+        avdigits.load(val_fold=5)
+
+
 def test_specs_and_arrays(dataset, data_dir):
     assert dataset.name == "avdigits" and dataset.class_names == [str(d) for d in range(10)]
     audio, image = dataset.modalities["audio"], dataset.modalities["image"]
