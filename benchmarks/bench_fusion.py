@@ -109,6 +109,14 @@ def _fusions(spec: str) -> list[str]:
     return names
 
 
+def _fusion_spec(configured: str | dict, name: str) -> str:
+    """The override for fusion ``name``: the config's own arguments when it names that fusion
+    (``{name: early_timeline, encoder: conv1d}``), else the bare name (the defaults)."""
+    if isinstance(configured, dict) and configured.get("name") == name:
+        return json.dumps(configured)
+    return name
+
+
 def _variants(args: argparse.Namespace, modalities: list[str]) -> list[tuple[str, str]]:
     """``[(kind, name)]``: ``("alone", modality)`` and ``("fusion", fusion)``."""
     if args.modalities == "all":
@@ -346,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
                 dataset = load_dataset(cfg.dataset, strict=cfg.strict, **cfg.dataset_args)
                 variants = variants or _variants(args, list(dataset.modalities))
             for kind, name in variants:
-                extra = [f"modalities=[{name}]"] if kind == "alone" else [f"fusion={name}"]
+                extra = ([f"modalities=[{name}]"] if kind == "alone"
+                         else [f"fusion={_fusion_spec(cfg.fusion, name)}"])
                 overrides = fold_args + extra + [f"seed={seed}"]
                 key = {"config": config, "overrides": overrides}
                 if args.val_only:

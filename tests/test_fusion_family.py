@@ -25,7 +25,8 @@ NUM_CLASSES = 3
 # Every constructor argument of every fusion, with values that differ from the defaults.
 KWARGS = {
     "early": {"embed_dim": 8, "bands": 4},
-    "early_timeline": {"embed_dim": 8, "steps": 12, "conv_layers": 1, "kernel_size": 5},
+    "early_timeline": {"embed_dim": 8, "steps": 12, "conv_layers": 1, "kernel_size": 5,
+                       "encoder": {"name": "conv1d", "filters": [4, 8], "kernel_size": 3}},
     "concat": {"embed_dim": 8},
     "sum": {"embed_dim": 8},
     "gated": {"embed_dim": 8},
@@ -364,6 +365,34 @@ def test_early_timeline_default_steps_is_the_shortest_series_at_least_8():
         layer([{"raw": np.zeros((2, n, 1), "float32")} for n in lengths]
               + [{"raw": np.zeros((2, 3), "float32")}], presence)
         assert layer.timeline == steps
+
+
+def test_early_timeline_stack_is_the_encoders_input_or_the_conv_stacks():
+    """With ``encoder``, ``fused`` is that encoder's ``pooled`` of the stacked channels
+    (resampled series, repeated vector, presence flags); without, the plain conv stack runs."""
+    features, presence = raw_features(), mixed_presence()
+    spec = {"name": "conv1d", "filters": [4, 8], "kernel_size": 3}
+    layer = FUSIONS.build({"name": "early_timeline", "embed_dim": 8, "encoder": spec})
+    fused = run(layer, features, presence)["fused"]
+    from mmkeras.fusion.early_timeline import resample_matrix
+
+    stacked = np.concatenate(
+        [np.einsum("st,btc->bsc", resample_matrix(64, 16), features[0]["raw"]),
+         np.einsum("st,btc->bsc", resample_matrix(16, 16), features[1]["raw"]),
+         np.repeat(features[2]["raw"][:, None, :], 16, axis=1)], axis=-1)
+    for m in range(3):  # an absent modality's channels are 0
+        channels = [slice(0, 3), slice(3, 5), slice(5, 10)][m]
+        stacked[presence[:, m] == 0, :, channels] = 0.0
+    stacked = np.concatenate([stacked, np.repeat(presence[:, None, :], 16, axis=1)], axis=-1)
+    expected = layer.stack_encoder(stacked.astype("float32"))["pooled"]
+    np.testing.assert_allclose(fused, keras.ops.convert_to_numpy(expected), rtol=1e-5, atol=1e-6)
+    assert layer.convs == [] and len(layer.stack_encoder.convs) == 2
+    assert_absent_changes_nothing(layer, features, presence)
+    plain = {"embed_dim": 8, "steps": 12, "conv_layers": 2, "kernel_size": 5}
+    run_layer_test((FUSIONS.get("early_timeline"), plain), [features, presence],
+                   expected_shapes={"fused": (None, 8)})
+    with pytest.raises(ValueError, match="encoder 'mlp' takes \\['vector'\\] inputs"):
+        FUSIONS.build({"name": "early_timeline", "encoder": "mlp"})
 
 
 def test_resample_matrix_pools_down_and_interpolates_up():

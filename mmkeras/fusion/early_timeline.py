@@ -7,7 +7,7 @@ import numpy as np
 
 from mmkeras.fusion.base import Fusion
 from mmkeras.fusion.common import check_inputs, drop_absent
-from mmkeras.registry import register_fusion
+from mmkeras.registry import ENCODERS, register_fusion, split_spec
 
 MIN_STEPS = 8
 
@@ -52,7 +52,9 @@ class EarlyTimelineFusion(Fusion):
     graph); vectors ``[B, F]`` are repeated along time as extra channels; one presence channel
     per modality follows. An absent modality's channels are exactly 0. A shared stack of
     ``conv_layers`` ``Conv1D(embed_dim, kernel_size, relu)`` and global average pooling give
-    ``fused`` ``[B, embed_dim]``. Images have no timeline: use the ``early`` fusion for them.
+    ``fused`` ``[B, embed_dim]``; or, with ``encoder`` (a registered sequence encoder's spec,
+    e.g. ``{"name": "conv1d", "filters": [32, 64, 64]}``), that encoder's ``pooled`` output of
+    the stacked channels does. Images have no timeline: use the ``early`` fusion for them.
     (Data-level fusion of sensor streams, e.g. Ordóñez and Roggen, 2016, DeepConvLSTM.)
 
     Example:
@@ -69,7 +71,7 @@ class EarlyTimelineFusion(Fusion):
     paper = "Ordóñez and Roggen, 2016, DeepConvLSTM (sensor channels fused at the input)"
 
     def __init__(self, embed_dim: int = 64, steps: int | None = None, conv_layers: int = 2,
-                 kernel_size: int = 3, **kwargs) -> None:
+                 kernel_size: int = 3, encoder: str | dict | None = None, **kwargs) -> None:
         super().__init__(embed_dim=embed_dim, **kwargs)
         for name, value, low in (("steps", steps, 1), ("conv_layers", conv_layers, 1),
                                  ("kernel_size", kernel_size, 1)):
@@ -78,6 +80,16 @@ class EarlyTimelineFusion(Fusion):
         self.steps = None if steps is None else int(steps)
         self.conv_layers = int(conv_layers)
         self.kernel_size = int(kernel_size)
+        self.encoder = encoder
+        if encoder is not None:
+            name, encoder_kwargs = split_spec(encoder, "EarlyTimelineFusion: encoder")
+            cls = ENCODERS.get(name)
+            if cls.input_kinds and "sequence" not in cls.input_kinds:
+                raise ValueError(f"EarlyTimelineFusion: encoder {name!r} takes "
+                                 f"{list(cls.input_kinds)} inputs, not the stacked series")
+            self.stack_encoder = cls(**{"embed_dim": self.embed_dim, **encoder_kwargs,
+                                        "return_tokens": False, "return_pooled": True},
+                                     name="stack_encoder")
 
     def build(self, features_shape, presence_shape) -> None:
         num_modalities = check_inputs(self, features_shape, presence_shape, ("raw",))
@@ -98,6 +110,9 @@ class EarlyTimelineFusion(Fusion):
                          for s in shapes]
         channels = sum(shape[-1] for shape in shapes) + num_modalities
         self.convs = []
+        if self.encoder is not None:
+            self.stack_encoder.build((None, self.timeline, channels))
+            return
         for i in range(self.conv_layers):
             conv = keras.layers.Conv1D(self.embed_dim, self.kernel_size, padding="same",
                                        activation="relu", name=f"conv_{i}")
@@ -116,10 +131,12 @@ class EarlyTimelineFusion(Fusion):
         flags = ops.cast(presence, channels[0].dtype)
         channels.append(ops.repeat(flags[:, None, :], self.timeline, axis=1))
         x = ops.concatenate(channels, axis=-1)
+        if self.encoder is not None:
+            return {"fused": self.stack_encoder(x)["pooled"]}
         for conv in self.convs:
             x = conv(x)
         return {"fused": ops.mean(x, axis=1)}
 
     def get_config(self) -> dict:
         return {**super().get_config(), "steps": self.steps, "conv_layers": self.conv_layers,
-                "kernel_size": self.kernel_size}
+                "kernel_size": self.kernel_size, "encoder": self.encoder}
