@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import re
 import typing
 from pathlib import Path
 from typing import Annotated, Any
@@ -305,13 +306,83 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
     target[keys[-1]] = value
 
 
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` without YAML 1.1's silent traps: a duplicate key, an integer with a
+    leading zero (octal: ``0777`` is 511) or a sexagesimal number (``1:30`` is 90) is an error
+    naming the line instead of a value nobody meant."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:  # an unhashable key: SafeLoader's own error follows
+                break
+            if first is not key_node:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line "
+                    f"{first.start_mark.line + 1}): keep one", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        self._check_number(node)
+        return super().construct_yaml_int(node)
+
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> float:
+        self._check_number(node)
+        return super().construct_yaml_float(node)
+
+    @staticmethod
+    def _check_number(node: yaml.ScalarNode) -> None:
+        text = node.value.replace("_", "").lstrip("+-")
+        if ":" in text:
+            reading = "a base-60 number"
+        elif re.fullmatch(r"0[0-7]+", text):
+            reading = f"octal ({int(text, 8)})"
+        else:
+            return
+        raise yaml.constructor.ConstructorError(
+            None, None, f"ambiguous number {node.value!r}: YAML 1.1 reads it as {reading}; "
+            "quote it for text, or write the number without leading zeros or colons",
+            node.start_mark)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:map", _Loader.construct_mapping)
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+_Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_yaml_float)
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that refuses duplicate keys and octal/base-60 numbers (``_Loader``).
+
+    Example:
+        >>> load_yaml("lr: 1e-3\\nepochs: 10")
+        {'lr': '1e-3', 'epochs': 10}
+    """
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no Python objects
+
+
 def read_yaml_mapping(path: Path, what: str = "config file", option: str = "--config",
                       error: type[ValueError] = ConfigError) -> dict[str, Any]:
     """The mapping at the top of a YAML file; ``error`` names the file, line and problem."""
+    if path.is_dir():
+        raise error(f"{what} {path} is a folder, not a YAML file: check {option}")
     if not path.is_file():
         raise error(f"{what} {path} does not exist: check {option}")
     try:
-        loaded = yaml.safe_load(path.read_text())
+        raw = path.read_bytes()
+    except OSError as err:
+        raise error(f"{what} {path} cannot be read ({err.strerror or err}): check {option}"
+                    ) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise error(f"{what} {path}:{line}: not UTF-8 text (byte {raw[err.start]:#04x}): "
+                    "save the file as UTF-8") from None
+    try:
+        loaded = load_yaml(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -349,7 +420,7 @@ def resolve_config(path: str | Path | None = None, overrides: list[str] | None =
             raise ConfigError(f"override {item!r} is not key=value (example: epochs=5)")
         _known(key.split(".")[0], f"override {item!r}")
         try:
-            value = yaml.safe_load(raw)
+            value = load_yaml(raw)
         except yaml.YAMLError as err:
             problem = getattr(err, "problem", None) or "not valid YAML"
             raise ConfigError(f"override {item!r}: {problem} (values are parsed as YAML; "

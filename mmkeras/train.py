@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         result = train(cfg, overwrite=args.overwrite)
-    except RunFolderError as err:
+    except (RunFolderError, ConfigError) as err:  # ConfigError: a value the dataset refuses
         print(one_line(err), file=sys.stderr)
         return 2
     except (DataError, ConnectionError, NonFiniteLossError, ExportError) as err:

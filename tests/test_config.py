@@ -161,3 +161,46 @@ def test_bad_value_in_a_subprocess_is_one_line_without_traceback(tmp_path):
         "error: config field 'learning_rate'='abc': expected a number (e.g. 0.001), got 'abc'"
     ]
     assert proc.stdout == ""
+
+
+# YAML 1.1 traps: a value nobody meant is an error naming the line, never a silent number
+TRAPS = [
+    ("epochs: 0777\n", ":1:9:", "ambiguous number '0777'", "octal (511)"),
+    ("seed: 1:30\n", ":1:7:", "ambiguous number '1:30'", "base-60"),
+    ("epochs: 2\nfusion: gated\nepochs: 3\n", ":3:1:", "duplicate key 'epochs'", "line 1"),
+]
+
+
+@pytest.mark.parametrize(("text", "where", "problem", "detail"), TRAPS,
+                         ids=["octal", "base-60", "duplicate-key"])
+def test_yaml_traps_in_a_file_are_one_line_errors(tmp_path, capsys, text, where, problem,
+                                                  detail):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    code, out, err = run_cli(["--config", str(path)], capsys)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert f"{path}{where}" in err and problem in err and detail in err
+
+
+@pytest.mark.parametrize("override", ["epochs=0777", "seed=1:30",
+                                      "fusion={name: tensor, name: concat}"])
+def test_yaml_traps_in_an_override_are_one_line_errors(capsys, override):
+    code, out, err = run_cli([override], capsys)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert f"override {override!r}" in err
+    assert "ambiguous number" in err or "duplicate key 'name'" in err
+
+
+def test_numbers_that_are_not_traps_still_read(capsys):
+    cfg = resolve_config(None, ["seed=0", "epochs=10", "learning_rate=.5", "name='0777'"])
+    assert (cfg.seed, cfg.epochs, cfg.learning_rate, cfg.name) == (0, 10, 0.5, "0777")
+
+
+def test_non_utf8_or_folder_config_is_one_line(tmp_path, capsys):
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes(b"epochs: 2\nname: caf\xe9\n")
+    code, _, err = run_cli(["--config", str(latin1)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{latin1}:2: not UTF-8 text (byte 0xe9)" in err and "Traceback" not in err
+    code, _, err = run_cli(["--config", str(tmp_path)], capsys)
+    assert code == 2 and f"config file {tmp_path} is a folder, not a YAML file" in err

@@ -278,6 +278,26 @@ def test_cli(run, capsys, tmp_path):
         "(pass the folder written by python -m mmkeras.train --output DIR)"], proc.stderr
 
 
+def test_damaged_run_folder_is_one_line_exit_2(run, tmp_path, capsys):
+    """A run killed while saving, or a damaged file: one line naming the file, no traceback."""
+    import shutil
+
+    run_dir, _, _ = run
+    cases = {
+        "model.keras": lambda p: p.write_bytes(p.read_bytes()[:5000]),  # truncated zip
+        "config.yaml": lambda p: p.write_text("epochs: [1\n"),
+        "dataset.json": lambda p: p.write_text('{"class_names": '),
+    }
+    for name, damage in cases.items():
+        copy = tmp_path / name.replace(".", "_")
+        shutil.copytree(run_dir, copy)
+        damage(copy / name)
+        assert main(["--run", str(copy), "--levels", "1", "--max-examples", "8"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {copy / name} ") and len(err.splitlines()) == 1, err
+        assert "--overwrite" in err
+
+
 def test_corrupt_dispatches_by_kind(run):
     _, _, dataset = run
     test = dataset.splits["test"]

@@ -254,6 +254,42 @@ def test_missing_required_column_is_an_error_not_a_quarantine(example) -> None:
         read_manifest(folder / "m.tsv", SCHEMA)
 
 
+def test_unreadable_manifests_name_the_file(example) -> None:
+    """Empty, non-UTF-8, badly quoted or duplicate-header CSVs and a non-Parquet file: one
+    ValueError naming the manifest (and the line for bad bytes), never pandas' bare message."""
+    folder, rows, _ = example
+    good = write_manifest(rows, folder / "good.csv").read_bytes()
+    lines = good.splitlines(keepends=True)
+    header = lines[0].decode().rstrip("\r\n")
+    cases = {
+        "empty.csv": (b"", "empty manifest"),
+        "latin1.csv": (b"".join(lines[:3]) + "caf\u00e9,1\n".encode("latin-1"),
+                       ":4: not UTF-8 text (byte 0xe9)"),
+        "quote.csv": (lines[0] + b'"unterminated,1\n', "not a readable CSV file"),
+        "dup.csv": (f"{header},label\n".encode() + b"".join(lines[1:]),
+                    "column(s) ['label'] appear more than once"),
+        "bad.parquet": (b"not parquet", "not a readable Parquet file"),
+    }
+    for name, (content, message) in cases.items():
+        (folder / name).write_bytes(content)
+        with pytest.raises(ValueError) as err:
+            read_manifest(folder / name, SCHEMA)
+        assert str(err.value).startswith(f"{folder / name}") and message in str(err.value), err
+
+
+def test_undecodable_audio_reasons_are_the_same_on_every_run(example) -> None:
+    """libsndfile's message names the in-memory buffer by address; the report leaves it out."""
+    folder, rows, _ = example
+    (folder / "text.wav").write_bytes(b"not audio at all " * 20)
+    (folder / "empty.wav").write_bytes(b"")
+    bad = [{**rows[0], "speech_path": "text.wav"}, {**rows[0], "speech_path": "empty.wav"}]
+    _, quarantine = read_manifest(write_manifest(bad, folder / "m.csv"), SCHEMA)
+    assert [r for _, r in quarantine.records] == [
+        "bad audio: cannot decode audio: Format not recognised.",
+        "bad audio: cannot decode audio: empty file (0 bytes)",
+    ]
+
+
 def test_optional_fields_follow_the_presence_convention(example, fsdd) -> None:
     folder, rows, _ = example
     schema = ManifestSchema({

@@ -128,3 +128,24 @@ def test_a_configs_encoders_for_modalities_left_out_are_dropped(tiny_machine, tm
     model, history = _fit(cfg, data, tf.distribute.get_strategy(), tmp_path, chief=True)
     assert len(history["loss"]) == 1
     assert [k for k in model.input if not k.endswith("_present")] == ["environment"]
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("modalities=[audoi]", "config field 'modalities'=['audoi']: dataset 'machine' has no "
+                           "modality 'audoi'; did you mean 'audio'?"),
+    ("dataset_args.val_fold=99", "config field 'dataset_args'="),
+])
+def test_a_value_the_dataset_refuses_is_one_line_and_leaves_the_folder_usable(
+        cache_dir, tmp_path, capsys, override, expected):
+    """Modality names and dataset_args ranges are only known to the dataset: a bad one is a
+    config error (exit 2, one line), and the fresh --output folder is left empty, so the
+    corrected command runs there without --overwrite."""
+    from mmkeras.train import main
+
+    out = tmp_path / "run"
+    args = [f"dataset_args.{k}={v}" for k, v in TINY_MACHINE.items()]
+    code = main([*args, override, "epochs=1", "verbose=0", "--output", str(out)])
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(f"error: {expected}"), lines
+    assert out.is_dir() and not any(out.iterdir())

@@ -61,6 +61,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -545,7 +546,11 @@ def read_audio(
             declared, sample_rate = f.frames, f.samplerate
             audio = f.read(dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError) as err:
-        raise ValueError(f"{path}: cannot decode audio: {err}") from err
+        if not raw:
+            raise ValueError(f"{path}: cannot decode audio: empty file (0 bytes)") from err
+        # libsndfile names the in-memory buffer (its address differs per run): leave it out
+        problem = re.sub(r"^Error opening <[^>]*>: ", "", str(err))
+        raise ValueError(f"{path}: cannot decode audio: {problem}") from err
     if len(audio) < declared:
         raise ValueError(f"{path}: truncated: header declares {declared} frames, read {len(audio)}")
     if len(audio) == 0:

@@ -67,6 +67,7 @@ Example:
 
 from __future__ import annotations
 
+import csv
 import functools
 import io
 import json
@@ -448,12 +449,32 @@ def _read_table(path: str) -> pd.DataFrame:
     if suffix not in (".csv", ".parquet", ".jsonl"):
         raise ValueError(f"{path}: unknown manifest type {suffix!r}; use .csv, .parquet or .jsonl")
     raw = fs.read_bytes(path)
-    if suffix == ".csv":
-        return pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False)
     if suffix == ".parquet":
-        return pd.read_parquet(io.BytesIO(raw), dtype_backend="pyarrow")
+        try:
+            return pd.read_parquet(io.BytesIO(raw), dtype_backend="pyarrow")
+        except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+            raise ValueError(f"{path}: not a readable Parquet file: {err}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text (byte {raw[err.start]:#04x}): save the "
+                         "manifest as UTF-8") from None
+    if suffix == ".csv":
+        if not text.strip():
+            raise ValueError(f"{path}: empty manifest: it needs a header line naming the columns")
+        header = next(csv.reader(io.StringIO(text, newline="")), [])
+        repeated = sorted({c for c in header if header.count(c) > 1})
+        if repeated:
+            raise ValueError(f"{path}: column(s) {repeated} appear more than once in the header; "
+                             "keep one of each")
+        try:
+            return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+        except (ValueError, csv.Error) as err:  # pandas' ParserError is a ValueError
+            raise ValueError(f"{path}: not a readable CSV file: "
+                             f"{' '.join(str(err).split())}") from None
     records = []
-    with io.StringIO(raw.decode("utf-8"), newline=None) as f:  # universal newlines, as open()
+    with io.StringIO(text, newline=None) as f:  # universal newlines, as open()
         for line_no, line in enumerate(f, 1):
             if not line.strip():
                 continue

@@ -31,7 +31,7 @@ from mmkeras.evaluation.metrics import ECE_BINS, expected_calibration_error, roc
 from mmkeras.evaluation.plots import plot_modality_weights, plot_reliability, plot_robustness
 from mmkeras.evaluation.predict import predict
 from mmkeras.evaluation.robustness import effective_robustness, robustness_curves
-from mmkeras.evaluation.run_folder import EvaluationError, read_run
+from mmkeras.evaluation.run_folder import EvaluationError, load_run_model, read_run
 from mmkeras.training.metrics import classification_metrics
 from mmkeras.training.plots import plot_confusion
 from mmkeras.training.runfiles import atomic_path, write_json
@@ -116,9 +116,7 @@ def evaluate_run(
     if split not in dataset.splits:
         raise EvaluationError(f"unknown split {split!r}; available: {sorted(dataset.splits)}")
     if model is None:
-        from mmkeras.layers import load_model
-
-        model = load_model(run_dir / "model.keras")
+        model = load_run_model(run_dir / "model.keras", EvaluationError)
     baseline_curves = _baseline_curves(baseline) if baseline is not None else None
 
     if dataset.streaming:

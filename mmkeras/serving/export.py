@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 import uuid
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -231,10 +232,16 @@ def load_run(run_dir: Path) -> tuple[dict, dict, dict[str, np.ndarray]]:
                if not (run_dir / f).exists()]
     if missing:
         raise ExportError(f"run folder {run_dir} is not a finished run: missing {missing}")
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    card = json.loads((run_dir / "dataset.json").read_text())
-    with np.load(run_dir / "examples.npz", allow_pickle=False) as data:
-        examples = {k: data[k] for k in data.files}
+    from mmkeras.evaluation.run_folder import read_run_file
+
+    cfg = read_run_file(run_dir / "config.yaml", yaml.safe_load, ExportError)
+    card = read_run_file(run_dir / "dataset.json", json.loads, ExportError)
+    try:
+        with np.load(run_dir / "examples.npz", allow_pickle=False) as data:
+            examples = {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ExportError(f"{run_dir / 'examples.npz'} cannot be read ({err}): the run folder "
+                          "is damaged; train it again (--overwrite)") from None
     return cfg, card, examples
 
 
@@ -257,9 +264,9 @@ def export_run(
     run_dir = Path(run_dir)
     cfg, card, examples = load_run(run_dir)
     if model is None:
-        from mmkeras.layers import load_model
+        from mmkeras.evaluation.run_folder import load_run_model
 
-        model = load_model(run_dir / "model.keras")
+        model = load_run_model(run_dir / "model.keras", ExportError)
     base = Path(base) if base is not None else run_dir / "export"
     model_name = str(cfg["model_name"])
     model_dir = base / model_name

@@ -38,9 +38,10 @@ import numpy as np
 import tensorflow as tf
 import yaml
 
-from mmkeras.config import Config
+from mmkeras.config import Config, ConfigError, _closest
 from mmkeras.data.dataset import MultimodalDataset, to_tf_dataset
 from mmkeras.data.preprocessing import fit_preprocessing
+from mmkeras.data.quarantine import DataError
 from mmkeras.models import build_models, end_to_end
 from mmkeras.models.preprocessor import add_step_masks, dataset_step_masks
 from mmkeras.training.callbacks import (
@@ -261,6 +262,45 @@ def _exported(run_dir: Path, cfg: Config) -> Path | None:
     return final if ok else None
 
 
+def _load_and_select(cfg: Config, dataset: MultimodalDataset | None) -> MultimodalDataset:
+    """``cfg``'s dataset and modalities; a value the dataset refuses is a :class:`ConfigError`.
+
+    The schema checks ``dataset_args`` names and types; ranges and modality names are the
+    dataset's to check, so its plain ``ValueError`` (a data problem is a ``DataError``) and an
+    unknown modality are reported as configuration errors naming the field.
+    """
+    if dataset is None:
+        from data_pipelines import load_dataset
+
+        try:
+            dataset = load_dataset(cfg.dataset, strict=cfg.strict, **cfg.dataset_args)
+        except DataError:
+            raise
+        except ValueError as err:
+            raise ConfigError(f"config field 'dataset_args'={cfg.dataset_args!r}: "
+                              f"{cfg.dataset}'s load() refused it: {err}") from None
+    unknown = [m for m in cfg.modalities or [] if m not in dataset.modalities]
+    if unknown:
+        close = _closest(unknown[0], dataset.modalities)
+        raise ConfigError(f"config field 'modalities'={cfg.modalities!r}: dataset "
+                          f"{dataset.name!r} has no modality {unknown[0]!r}{close} "
+                          f"Available: {', '.join(dataset.modalities)}")
+    return dataset.select(cfg.modalities)
+
+
+def _discard_fresh_run(run_dir: Path, output: str | None) -> None:
+    """Remove what a fresh run wrote before failing on its config (an --output folder that
+    existed stays, emptied), so the corrected command can use the same folder."""
+    if output is None:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for child in run_dir.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
 def train(cfg: Config, dataset: MultimodalDataset | None = None,
           overwrite: bool = False) -> RunResult:
     """Run the whole job described by ``cfg``; ``dataset`` overrides ``cfg.dataset`` if given.
@@ -293,11 +333,12 @@ def train(cfg: Config, dataset: MultimodalDataset | None = None,
         "float32" if cfg.mixed_precision == "none" else cfg.mixed_precision)
     try:
         if stage <= STAGES.index("trained"):
-            if dataset is None:
-                from data_pipelines import load_dataset
-
-                dataset = load_dataset(cfg.dataset, strict=cfg.strict, **cfg.dataset_args)
-            dataset = dataset.select(cfg.modalities)
+            try:
+                dataset = _load_and_select(cfg, dataset)
+            except ConfigError:
+                if state is None and chief:  # nothing ran: leave no folder to --overwrite
+                    _discard_fresh_run(run_dir, cfg.output)
+                raise
         if stage == 0:
             quarantine = dataset.info.get("quarantine")
             if quarantine is not None:
