@@ -147,6 +147,14 @@ class Config(BaseModel):
     strict: StrictBool = False
     verbose: Annotated[StrictInt, Field(ge=0, le=2)] = 1
 
+    @field_validator("name", "model_name")
+    @classmethod
+    def _folder_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
+            raise ValueError(f"{value!r} names a folder (the run's, the export's): use letters, "
+                             "digits, '_', '-' and '.', starting with a letter or digit")
+        return value
+
     @field_validator("modalities", mode="before")
     @classmethod
     def _one_modality(cls, value: Any) -> Any:
@@ -154,6 +162,8 @@ class Config(BaseModel):
             return [value]
         if isinstance(value, list) and not value:
             raise ValueError("is empty: name at least one modality, or leave it unset for all")
+        if isinstance(value, list) and len(set(map(str, value))) < len(value):
+            raise ValueError("names a modality twice: name each once")
         return value
 
     @field_validator("dataset")

@@ -134,12 +134,19 @@ def test_a_configs_encoders_for_modalities_left_out_are_dropped(tiny_machine, tm
     ("modalities=[audoi]", "config field 'modalities'=['audoi']: dataset 'machine' has no "
                            "modality 'audoi'; did you mean 'audio'?"),
     ("dataset_args.val_fold=99", "config field 'dataset_args'="),
+    ("encoders.nomod=conv1d", "this config cannot build its model: encoders given for unknown "
+                              "modalities ['nomod']"),
+    ("fusion={name: tensor, dim: 0}", "this config cannot build its model: TensorFusion: dim "
+                                      "must be >= 1, got 0"),
+    ("tasks.lable.type=classification", "this config cannot build its model: split 'train' has "
+                                        "no target arrays ['lable']"),
 ])
 def test_a_value_the_dataset_refuses_is_one_line_and_leaves_the_folder_usable(
         cache_dir, tmp_path, capsys, override, expected):
-    """Modality names and dataset_args ranges are only known to the dataset: a bad one is a
-    config error (exit 2, one line), and the fresh --output folder is left empty, so the
-    corrected command runs there without --overwrite."""
+    """Modality names and dataset_args ranges are only known to the dataset, encoder and fusion
+    arguments and task names to the builders: a bad one is a config error (exit 2, one line),
+    and the fresh --output folder is left empty, so the corrected command runs there without
+    --overwrite."""
     from mmkeras.train import main
 
     out = tmp_path / "run"

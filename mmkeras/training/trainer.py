@@ -187,6 +187,30 @@ def _optimizer(cfg: Config, replicas: int, steps_per_epoch: int) -> keras.optimi
                                   ema_momentum=cfg.ema_momentum or 0.99)
 
 
+def _compiled(cfg: Config, dataset: MultimodalDataset, state: dict,
+              strategy: tf.distribute.Strategy, plain: dict, encoders: dict) -> tuple:
+    """Preprocessor, task and the compiled training model, under ``strategy``."""
+    replicas = strategy.num_replicas_in_sync
+    steps = math.ceil(dataset.num_examples("train") / (cfg.batch_size * replicas))
+    with strategy.scope():
+        preprocessor, task = build_models(
+            dataset.modalities, state, len(dataset.class_names),
+            encoders=encoders, fusion=plain["fusion"], embed_dim=cfg.embed_dim,
+            dropout=cfg.dropout, modality_dropout=cfg.modality_dropout, tasks=plain["tasks"],
+            representation_penalty=cfg.representation_penalty, seed=cfg.seed,
+            step_masks=dataset_step_masks(dataset),
+        )
+        losses, loss_weights = task.losses_and_weights()
+        trainee = task.training_model()
+        trainee.compile(
+            optimizer=_optimizer(cfg, replicas, steps),
+            loss=losses,
+            loss_weights=loss_weights,
+            metrics={"probabilities": [keras.metrics.SparseCategoricalAccuracy("accuracy")]},
+        )
+    return preprocessor, task, trainee
+
+
 def _fit(cfg: Config, dataset: MultimodalDataset, strategy: tf.distribute.Strategy,
          run_dir: Path, chief: bool) -> tuple[keras.Model, dict[str, list[float]]]:
     """The ``training`` stage: preprocessing, models, fit (resumed from ``backup/``)."""
@@ -200,22 +224,14 @@ def _fit(cfg: Config, dataset: MultimodalDataset, strategy: tf.distribute.Strate
     encoders = plain["encoders"]
     if cfg.modalities is not None:  # a config's encoders for the modalities left out go too
         encoders = {m: e for m, e in encoders.items() if m in dataset.modalities}
-    with strategy.scope():
-        preprocessor, task = build_models(
-            dataset.modalities, state, len(dataset.class_names),
-            encoders=encoders, fusion=plain["fusion"], embed_dim=cfg.embed_dim,
-            dropout=cfg.dropout, modality_dropout=cfg.modality_dropout, tasks=plain["tasks"],
-            representation_penalty=cfg.representation_penalty, seed=cfg.seed,
-            step_masks=dataset_step_masks(dataset),
-        )
-        losses, loss_weights = task.losses_and_weights()
-        trainee = task.training_model()
-        trainee.compile(
-            optimizer=_optimizer(cfg, replicas, math.ceil(n_train / global_batch)),
-            loss=losses,
-            loss_weights=loss_weights,
-            metrics={"probabilities": [keras.metrics.SparseCategoricalAccuracy("accuracy")]},
-        )
+    try:
+        preprocessor, task, trainee = _compiled(cfg, dataset, state, strategy, plain, encoders)
+        train_ds = feature_dataset(preprocessor, dataset, "train", global_batch, plain["tasks"],
+                                   shuffle=True, seed=cfg.seed, augment=cfg.augment)
+        val_ds = feature_dataset(preprocessor, dataset, "val", global_batch, plain["tasks"],
+                                 augment=cfg.augment)
+    except ValueError as err:  # the builders' checks: encoders, fusion arguments, tasks
+        raise ConfigError(f"this config cannot build its model: {err}") from None
     early = None
     if cfg.early_stopping:
         early = keras.callbacks.EarlyStopping("val_loss", patience=cfg.early_stopping,
@@ -227,10 +243,6 @@ def _fit(cfg: Config, dataset: MultimodalDataset, strategy: tf.distribute.Strate
     if chief:
         callbacks.append(EpochScalars(run_dir / "tensorboard"))
     callbacks += [c for c in (averaged, early, backup) if c is not None]
-    train_ds = feature_dataset(preprocessor, dataset, "train", global_batch, plain["tasks"],
-                               shuffle=True, seed=cfg.seed, augment=cfg.augment)
-    val_ds = feature_dataset(preprocessor, dataset, "val", global_batch, plain["tasks"],
-                             augment=cfg.augment)
     start = backup.restore(trainee)
     if averaged is not None:
         averaged.resume_at(start)
@@ -353,6 +365,10 @@ def train(cfg: Config, dataset: MultimodalDataset | None = None,
             except NonFiniteLossError as err:
                 if chief:
                     write_state(run_dir, FAILED, error=str(err))
+                raise
+            except ConfigError:  # the model could not be built: no epoch ran
+                if state is None and chief:
+                    _discard_fresh_run(run_dir, cfg.output)
                 raise
             if not chief:  # workers train; the chief evaluates and exports
                 return RunResult(run_dir, {}, None, time.perf_counter() - start, model)
