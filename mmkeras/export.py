@@ -11,10 +11,13 @@ The logic is in :mod:`mmkeras.serving.export` and :mod:`mmkeras.serving.validate
 from __future__ import annotations
 
 import json
+import os
 import sys
 
-from mmkeras.cli import Parser
-from mmkeras.serving.signature import RANGE_MARGIN
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info/warning chatter
+
+from mmkeras.cli import Parser, drop_chatter, native_stderr
+from mmkeras.serving import RANGE_MARGIN
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,8 +39,12 @@ def main(argv: list[str] | None = None) -> int:
                              f"on each side (default {RANGE_MARGIN})")
     parser.add_argument("--atol", type=float, default=1e-5,
                         help="allowed max abs difference to the Keras model (default 1e-5)")
-    args = parser.parse_args(argv)
-    from mmkeras.serving.export import ExportError, export_run, run_validation
+    args = parser.parse_args(argv)  # first: --help needs no TensorFlow
+    startup: list[str] = []
+    with native_stderr(startup):  # TensorFlow's C++ start-up lines, shown only if not chatter
+        from mmkeras.serving.export import ExportError, export_run, run_validation
+    if kept := drop_chatter(startup):
+        print("\n".join(kept), file=sys.stderr)
 
     if args.validate:
         report = run_validation(args.validate, args.atol)
