@@ -406,6 +406,10 @@ def test_new_versions_are_picked_up_and_partial_ones_never(server, exported, exa
     model_dir = exported.parent
     partial = model_dir / "3"
     (partial / "variables").mkdir(parents=True)  # a copy in progress: no saved_model.pb
+    odd = model_dir / "\u00b2"  # "²".isdigit() but not a version: ignored, polling goes on
+    odd.mkdir()
+    shutil.copy(exported / "saved_model.pb", odd)
+    time.sleep(1)
     staging = exported.parents[1] / TMP_DIR / "copy"
     shutil.copytree(exported, staging)
     staging.rename(model_dir / "2")
@@ -422,6 +426,126 @@ def test_new_versions_are_picked_up_and_partial_ones_never(server, exported, exa
     assert proc.poll() is None
 
 
+def _post(port, body, chunked=False, path="/v1/models/mmkeras_model:predict"):
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    if chunked:
+        body = iter([body[i:i + 2**16] for i in range(0, len(body), 2**16)])
+    connection.request("POST" if body is not None else "GET", path, body=body,
+                       encode_chunked=chunked)
+    answer = connection.getresponse()
+    status, data = answer.status, json.loads(answer.read())
+    connection.close()
+    return status, data
+
+
+def test_rest_refuses_json_junk_with_400_naming_the_problem(server, examples, loaded):
+    """Values numpy would silently convert (null -> NaN, true -> 1), literals Python cannot
+    convert, text that is not Unicode, deep nesting: each a 400 naming the input, never 500."""
+    proc, client = server
+    good = {k: examples[k][:2].tolist() for k in MODALITIES}
+    audio = json.dumps(good["audio"])
+    cases = [
+        (json.dumps({"inputs": {**good, "audio": [[None] * 8000] * 2}}), ["'audio'", "null"]),
+        (json.dumps({"inputs": {**good, "audio": [[True] * 8000] * 2}}),
+         ["'audio'", "true/false"]),
+        (json.dumps({"inputs": {**good, "environment": [[[1, None]] * 8] * 2}}),
+         ["'environment'", "null"]),
+        ('{"inputs": {"audio": [[1' + "0" * 400 + "]]}}", ["'audio'", "too large"]),
+        ('{"inputs": {"audio": [[' + "9" * 5000 + "]]}}", ["malformed JSON", "digits"]),
+        ('{"inputs": {"notes": ["\\ud800", "x"], "audio": ' + audio + "}}",
+         ["'notes'", "Unicode"]),
+        ('{"inputs": {"notes": ' + "[" * 950 + '"a"' + "]" * 950 + "}}",
+         ["'notes'", "nested"]),
+        ('{"inputs": ' + "[" * 5000 + "]" * 5000 + "}", ["malformed JSON", "nested"]),
+        ("", ["empty request body"]),
+    ]
+    for body, words in cases:
+        status, answer = _post(client.rest_port, body.encode())
+        assert status == 400 and all(w in answer["error"] for w in words), (body[:80], answer)
+    # a chunked body has no Content-Length: over the limit it is still named as such
+    big = json.dumps({"inputs": {"notes": ["a" * 4_000_000]}}).encode()
+    status, answer = _post(client.rest_port, big, chunked=True)
+    assert status == 400 and "exceeds the limit" in answer["error"], answer
+    status, answer = _post(client.rest_port, json.dumps({"inputs": good}).encode(),
+                           chunked=True)
+    assert status == 200 and len(answer["outputs"]["probabilities"]) == 2
+    # status endpoints: a version that is no number, a label that does not exist
+    for path, code, word in [("/v1/models/mmkeras_model/versions/abc", 400, "integer"),
+                             ("/v1/models/mmkeras_model/labels/nope", 404, "nope"),
+                             ("/v1/models/mmkeras_model/labels/stable", 200, None)]:
+        status, answer = _post(client.rest_port, None, path=path)
+        assert status == code and (word is None or word in answer["error"]), (path, answer)
+    assert proc.poll() is None
+    want = _probabilities(loaded, _inputs(loaded, examples, 3))
+    out = client.predict(_raw(examples), protocol="rest")
+    assert np.abs(out["probabilities"] - want).max() < 1e-5
+
+
+def test_grpc_refuses_rank_zero_empty_batch_and_bad_shapes(server, examples, loaded):
+    from tensorflow_serving.apis import (
+        get_model_status_pb2,
+        model_service_pb2_grpc,
+        predict_pb2,
+        prediction_service_pb2_grpc,
+    )
+
+    proc, client = server
+    channel = grpc.insecure_channel(f"127.0.0.1:{client.grpc_port}")
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+    def request(n=2, **override):
+        message = predict_pb2.PredictRequest()
+        message.model_spec.name = "mmkeras_model"
+        values = {k: examples[k][:n] for k in MODALITIES}
+        values["notes"] = values["notes"].astype(bytes)
+        for k, v in {**values, **override}.items():
+            message.inputs[k].CopyFrom(tf.make_tensor_proto(v))
+        return message
+
+    negative = request()
+    negative.inputs["audio"].tensor_shape.dim[0].size = -5
+    for message, words in [(request(audio=np.float32(0.5)), ["'audio'", "2 dimensions"]),
+                           (request(0), ["empty batch"]),
+                           (negative, ["'audio'", "malformed TensorProto", "-5"])]:
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Predict(message, timeout=30)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+        assert all(w in info.value.details() for w in words), info.value.details()
+    status = model_service_pb2_grpc.ModelServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as info:
+        status.GetModelStatus(get_model_status_pb2.GetModelStatusRequest(
+            model_spec={"name": "mmkeras_model", "version_label": "nope"}), timeout=30)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    want = _probabilities(loaded, _inputs(loaded, examples, 2))
+    out = tf.make_ndarray(stub.Predict(request(), timeout=30).outputs["probabilities"])
+    channel.close()
+    assert np.abs(out - want).max() < 1e-5 and proc.poll() is None
+
+
+def test_validate_refuses_empty_examples_or_warmup(exported, tmp_path):
+    for name in ("mmkeras_examples.tfrecord", "tf_serving_warmup_requests"):
+        copy = tmp_path / name / "1"
+        shutil.copytree(exported, copy)
+        (copy / "assets.extra" / name).write_bytes(b"")
+        proc = subprocess.run([sys.executable, "-m", "mmkeras.export", "--validate", str(copy)],
+                              capture_output=True, text=True, env=ENV, timeout=300)
+        report = json.loads(proc.stdout)
+        assert proc.returncode == 1 and report["ok"] is False, report
+        assert any(name in p and "empty" in p for p in report["problems"]), report["problems"]
+
+
+def test_export_to_an_unwritable_base_is_a_clear_error(run_dir, tmp_path):
+    base = tmp_path / "a-file"
+    base.write_text("not a folder")
+    proc = subprocess.run([sys.executable, "-m", "mmkeras.export", "--run", str(run_dir),
+                           "--base", str(base)], capture_output=True, text=True, env=ENV,
+                          timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert f"cannot write the export under {base}" in proc.stderr, proc.stderr[-2000:]
+
+
 def test_client_gives_up_after_bounded_retries():
     client = ServingClient("127.0.0.1", "m", rest_port=9, grpc_port=9, timeout=1, retries=2,
                            backoff=0.05)
@@ -431,3 +555,21 @@ def test_client_gives_up_after_bounded_retries():
     with pytest.raises(ServingError, match="UNAVAILABLE"):
         client.status("grpc")
     assert time.monotonic() - start < 15
+
+
+def test_export_help_and_errors_are_quiet(tmp_path):
+    """``--help`` needs no TensorFlow (fast, nothing on stderr); an error is one line, without
+    TensorFlow's C++ start-up chatter."""
+    env = {k: v for k, v in ENV.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # it quiets TF itself
+    proc = subprocess.run([sys.executable, "-m", "mmkeras.export", "--help"], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0 and proc.stderr == "" and "--validate" in proc.stdout
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "mmkeras.export", "--help"],
+                          env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert "tensorflow" not in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "mmkeras.export", "--run", str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"error: run folder {tmp_path} is not a finished run: missing ['config.yaml', "
+        "'dataset.json', 'examples.npz', 'model.keras']"]

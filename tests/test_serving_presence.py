@@ -129,3 +129,21 @@ def test_bytes_signature_with_missing_wav(exported):
     want = _keras(model, audio, ex["environment"][:2], np.array([[1], [0]], np.float32),
                   np.ones((2, 1), np.float32))
     assert np.abs(out["probabilities"].numpy() - want).max() < 1e-5
+
+
+def test_empty_tensor_is_missing_even_when_flagged_present(exported):
+    """``[batch, 0]`` with ``present = 1`` (or no flag) is a missing modality, not zeros."""
+    loaded, model, ex = exported
+    fn = loaded.signatures["serving_default"]
+    specs = {k: InputSpec(v.dtype.name, v.shape.rank)
+             for k, v in fn.structured_input_signature[1].items()}
+    env, ones = ex["environment"][:2], np.ones((2, 1), np.float32)
+    zeros = np.zeros((2, 1), np.float32)
+    want = _keras(model, np.zeros((2, 16), np.float32), env, zeros, ones)
+    filled = fill_missing_modalities({"audio": np.zeros((2, 0), np.float32),
+                                      "environment": env}, specs)
+    assert filled["audio_present"].tolist() == [[0.0], [0.0]]
+    out = fn(audio=tf.zeros((2, 0)), environment=tf.constant(env),
+             audio_present=tf.constant(ones), environment_present=tf.constant(ones))
+    assert np.abs(out["probabilities"].numpy() - want).max() < 1e-5
+    assert out["modality_weights"].numpy()[:, 0].tolist() == [0.0, 0.0]

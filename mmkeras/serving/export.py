@@ -218,7 +218,8 @@ def versions(model_dir: Path) -> list[int]:
     """Integer version folders under ``model_dir`` (TF Serving's version namespace), sorted."""
     if not model_dir.is_dir():
         return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    return sorted(int(p.name) for p in model_dir.iterdir()
+                  if p.is_dir() and p.name.isascii() and p.name.isdigit())
 
 
 def _fsync_tree(path: Path) -> None:
@@ -270,7 +271,15 @@ def export_run(
     base = Path(base) if base is not None else run_dir / "export"
     model_name = str(cfg["model_name"])
     model_dir = base / model_name
-    model_dir.mkdir(parents=True, exist_ok=True)
+    try:  # fail now, not after minutes of writing and validating, when nothing can be placed
+        model_dir.mkdir(parents=True, exist_ok=True)
+        (base / TMP_DIR).mkdir(exist_ok=True)
+        probe = model_dir / f".mmkeras-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as error:
+        raise ExportError(f"cannot write the export under {base}: {error.strerror} "
+                          f"({error.filename}); pick a writable --base") from None
     for stale in clean_stale_temps(base):
         log(f"removed {stale} left by an interrupted export")
     if version is None:
@@ -301,7 +310,11 @@ def export_run(
         _fsync_tree(tmp)
         if final.exists():
             raise ExportError(f"{final} appeared while exporting; versions are immutable")
-        os.rename(tmp, final)
+        try:
+            os.rename(tmp, final)
+        except OSError as error:
+            raise ExportError(f"could not place {final}: {error.strerror}; nothing was "
+                              "placed") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

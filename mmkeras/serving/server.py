@@ -92,14 +92,17 @@ class ModelRepository:
         if not folder.is_dir():
             return {}
         return {int(p.name): p for p in folder.iterdir()
-                if p.name.isdigit() and (p / "saved_model.pb").is_file()}
+                if is_version_name(p.name) and (p / "saved_model.pb").is_file()}
 
     def poll(self) -> list[str]:
         """Load new versions, drop removed ones; return what changed, as messages."""
         found = self.candidates()
         changes = []
         for number, path in sorted(found.items()):
-            mtime = (path / "saved_model.pb").stat().st_mtime
+            try:
+                mtime = (path / "saved_model.pb").stat().st_mtime
+            except OSError:  # removed since listed: the next poll sees it gone
+                continue
             if number in self.versions or self.errors.get(number, (None,))[0] == mtime:
                 continue
             try:
@@ -129,21 +132,23 @@ class ModelRepository:
                 if not self.versions:
                     raise NotFound(f"model '{self.name}' has no version loaded yet")
                 return self.versions[max(self.versions)]
-            try:
-                number = int(version)
-            except ValueError:
-                raise BadRequest(f"version must be an integer, got '{version}'") from None
+            number = parse_version(version)
             if number not in self.versions:
                 raise NotFound(f"model '{self.name}' version {number} is not loaded; "
                                f"available: {sorted(self.versions)}")
             return self.versions[number]
 
-    def status(self, version: str | int | None = None) -> list[dict[str, Any]]:
-        """TF Serving's ``model_version_status`` list."""
+    def status(self, version: str | int | None = None, label: str | None = None
+               ) -> list[dict[str, Any]]:
+        """TF Serving's ``model_version_status`` list (of one version or label when given)."""
+        if label is not None:
+            if label not in self.labels:
+                raise NotFound(f"unknown version label '{label}' for model '{self.name}'")
+            version = self.labels[label]
         with self.lock:
             numbers = sorted(set(self.versions) | set(self.errors), reverse=True)
         if version is not None:
-            numbers = [n for n in numbers if n == int(version)]
+            numbers = [n for n in numbers if n == parse_version(version)]
             if not numbers:
                 raise NotFound(f"model '{self.name}' has no version {version}")
         return [{"version": str(n),
@@ -151,6 +156,20 @@ class ModelRepository:
                  "status": ({"error_code": "OK", "error_message": ""} if n in self.versions else
                             {"error_code": "UNKNOWN", "error_message": self.errors[n][1]})}
                 for n in numbers]
+
+
+def is_version_name(name: str) -> bool:
+    """Whether a folder name is a version number as TF Serving reads them (ASCII digits)."""
+    return name.isascii() and name.isdigit()
+
+
+def parse_version(version: str | int) -> int:
+    """A version from a URL or spec as an int; BadRequest when it is not a number."""
+    if isinstance(version, int):
+        return version
+    if not is_version_name(version.removeprefix("-")):
+        raise BadRequest(f"version must be an integer, got '{version}'")
+    return int(version)
 
 
 def load_version(number: int, path: Path, mtime: float) -> Version:
@@ -196,8 +215,7 @@ def predict(version: Version, signature: str, inputs: dict[str, np.ndarray]
                          f"{sorted(version.signatures)}")
     specs = version.signatures[signature]
     check_names(inputs, specs)
-    inputs = fill_missing_modalities(inputs, specs)
-    for name, array in inputs.items():
+    for name, array in inputs.items():  # before filling: that needs a batch axis
         spec = specs[name]
         if (array.dtype == object) != (spec.dtype == "string") or (
                 spec.dtype != "string" and array.dtype.name != spec.dtype):
@@ -207,6 +225,9 @@ def predict(version: Version, signature: str, inputs: dict[str, np.ndarray]
     sizes = {len(a) for a in inputs.values()}
     if len(sizes) > 1:
         raise BadRequest(f"inputs have different batch sizes {sorted(sizes)}")
+    if sizes == {0}:
+        raise BadRequest(f"empty batch: every input has batch size 0 ({sorted(inputs)})")
+    inputs = fill_missing_modalities(inputs, specs)
     fn = version.loaded.signatures[signature]
     try:
         outputs = fn(**{k: tf.constant(v) for k, v in inputs.items()})
@@ -225,7 +246,8 @@ class LocalServer:
                  max_request_bytes: int = MAX_REQUEST_BYTES, labels: dict[str, int] | None = None,
                  log: Any = print) -> None:
         base = Path(model_base_path)
-        if (base / model_name).is_dir() and not any(p.name.isdigit() for p in base.iterdir()):
+        if (base / model_name).is_dir() and not any(is_version_name(p.name)
+                                                         for p in base.iterdir()):
             base = base / model_name  # accept the export base or the model folder itself
         self.repository = ModelRepository(base, model_name, dict(labels or {}))
         self.host, self.poll_seconds, self.log = host, poll_seconds, log
@@ -261,7 +283,12 @@ class LocalServer:
 
     def _poll_loop(self) -> None:
         while not self._stop.wait(self.poll_seconds):
-            for message in self.repository.poll():
+            try:
+                messages = self.repository.poll()
+            except Exception as error:  # keep polling: one bad listing must not stop updates
+                messages = [f"polling {self.repository.base_path} failed: "
+                            f"{type(error).__name__}: {error}"]
+            for message in messages:
                 self.log(message)
 
     def resolve(self, name: str, version: Any = None, label: str | None = None) -> Version:
@@ -281,7 +308,8 @@ class LocalServer:
     # REST -----------------------------------------------------------------------------------
     def _wsgi(self, environ: dict, start_response: Any) -> Any:
         request = Request(environ)
-        request.max_content_length = self.max_request_bytes
+        # one byte over the limit: a chunked body is cut there, so a longer one is detectable
+        request.max_content_length = self.max_request_bytes + 1
         try:
             status, body = self._route(request)
         except BadRequest as error:
@@ -297,7 +325,7 @@ class LocalServer:
             environ, start_response)
 
     def _http_error(self, error: HTTPException) -> str:
-        if error.code == 413:
+        if error.code == 413:  # Content-Length over the limit
             return (f"request body exceeds the limit of {self.max_request_bytes} bytes "
                     "(--max-request-bytes)")
         return error.description or str(error)
@@ -315,7 +343,11 @@ class LocalServer:
                 raise BadRequest(f"request body of {request.content_length} bytes exceeds the "
                                  f"limit of {self.max_request_bytes} bytes (--max-request-bytes)")
             model = self.resolve(name, version, label)
-            signature, inputs, fmt = parse_rest_body(request.get_data(), model.signatures)
+            body = request.get_data()
+            if len(body) > self.max_request_bytes:  # chunked: no Content-Length to check first
+                raise BadRequest(f"request body exceeds the limit of {self.max_request_bytes} "
+                                 "bytes (--max-request-bytes)")
+            signature, inputs, fmt = parse_rest_body(body, model.signatures)
             outputs = predict(model, signature, inputs)
             return 200, format_rest_response(outputs, fmt)
         if request.method != "GET":
@@ -329,7 +361,7 @@ class LocalServer:
                          "metadata": {"signature_def": meta}}
         if name != self.repository.name:
             raise NotFound(f"unknown model '{name}'")
-        return 200, {"model_version_status": self.repository.status(version)}
+        return 200, {"model_version_status": self.repository.status(version, label)}
 
 
 def _grpc_spec(server: LocalServer, spec: Any) -> Version:
@@ -359,6 +391,10 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             signature = request.model_spec.signature_name or "serving_default"
             inputs = {}
             for name, proto in request.inputs.items():
+                dims = [d.size for d in proto.tensor_shape.dim]
+                if proto.tensor_shape.unknown_rank or any(d < 0 for d in dims):
+                    raise BadRequest(f"input '{name}': malformed TensorProto: shape {dims} "
+                                     "must have a known rank and every dimension >= 0")
                 try:
                     inputs[name] = tf.make_ndarray(proto)
                 except Exception as error:  # malformed TensorProto of any kind
@@ -367,6 +403,9 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             outputs = predict(version, signature, inputs)
         except (BadRequest, NotFound) as error:
             _abort(context, error)
+        except Exception as error:  # as REST's 500: the message, never a traceback
+            context.abort(grpc.StatusCode.INTERNAL,
+                          f"internal error: {type(error).__name__}: {error}"[:500])
         response = predict_pb2.PredictResponse()
         response.model_spec.name = request.model_spec.name
         response.model_spec.version.value = version.number
@@ -403,7 +442,8 @@ class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
                 raise NotFound(f"unknown model '{request.model_spec.name}'")
             which = request.model_spec.WhichOneof("version_choice")
             statuses = self.server.repository.status(
-                request.model_spec.version.value if which == "version" else None)
+                request.model_spec.version.value if which == "version" else None,
+                request.model_spec.version_label if which == "version_label" else None)
         except (BadRequest, NotFound) as error:
             _abort(context, error)
         response = get_model_status_pb2.GetModelStatusResponse()

@@ -37,8 +37,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mmkeras.serving import RANGE_MARGIN
+
 AUDIO_LIMIT = 1.0
-RANGE_MARGIN = 2.0
 
 
 @dataclass
@@ -151,6 +152,8 @@ def check_modality(
             x = tf.cond(empty, lambda: tf.zeros(tf.concat([[batch], c.shape], 0), x.dtype),
                         lambda: tf.identity(x))
         x = tf.ensure_shape(x, [None, *c.shape])
+        # an empty tensor is a missing modality, even when its flag says present
+        present = present * (1.0 - tf.cast(empty, present.dtype))
     else:
         checks.append(_assert(shape_ok, f"input {c.name}: expected shape {c.describe()}, "
                               "received shape {}", tf.shape(x)))

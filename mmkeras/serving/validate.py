@@ -174,6 +174,10 @@ def run(export_dir: str, examples: str | None = None, atol: float = 1e-5) -> dic
     else:
         logs = []
         problems.append(f"no {extra / EXAMPLES_FILE}: nothing to compare with the Keras model")
+    compared = {g.request.model_spec.signature_name or "serving_default" for g in logs}
+    if examples is None and sorted(compared) != sorted(signatures):
+        problems.append(f"{extra / EXAMPLES_FILE} has examples for {sorted(compared)}, not for "
+                        f"every signature {sorted(signatures)} (empty or truncated file?)")
     diffs = compare_examples(loaded, logs)
     if diffs:
         report["max_abs_diff"] = diffs.get("serving_default", max(diffs.values()))
@@ -185,6 +189,9 @@ def run(export_dir: str, examples: str | None = None, atol: float = 1e-5) -> dic
     problems += probability_problems(loaded, logs)
     if (extra / WARMUP_FILE).exists():
         report["warmup_requests"] = replay_warmup(loaded, extra / WARMUP_FILE)
+        if not report["warmup_requests"]:
+            problems.append(f"warmup file {extra / WARMUP_FILE} holds no records (empty or "
+                            "truncated file?)")
     elif examples is None:
         problems.append(f"no warmup file {extra / WARMUP_FILE}")
     report["keras_imported"] = sys.modules.get("keras") is not None
