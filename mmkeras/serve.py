@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="how often to look for new versions (default 1 s)")
     parser.add_argument("--max-request-bytes", type=int, default=16 * 2**20,
                         help="larger requests are refused with 400 (default 16 MiB)")
+    parser.add_argument("--client-timeout", type=float, default=30.0,
+                        help="close a REST connection silent this long, e.g. a body never "
+                             "sent in full (default 30 s)")
     parser.add_argument("--label", action="append", default=[], metavar="NAME=VERSION",
                         help="version label, e.g. stable=3 (repeatable)")
     args = parser.parse_args(argv)
@@ -50,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
 
     server = LocalServer(args.model_base_path, args.model_name, args.rest_port, args.grpc_port,
                          args.host, args.poll_seconds, args.max_request_bytes, labels,
-                         log=lambda m: print(m, file=sys.stderr, flush=True))
+                         log=lambda m: print(m, file=sys.stderr, flush=True),
+                         client_timeout=args.client_timeout)
     server.start()
     print(json.dumps({"event": "ready", "rest_port": server.rest_port,
                       "grpc_port": server.grpc_port, "model_name": args.model_name,

@@ -212,7 +212,8 @@ def server(exported):
     proc = subprocess.Popen(
         [sys.executable, "-m", "mmkeras.serve", "--model-base-path", str(exported.parents[1]),
          "--model-name", "mmkeras_model", "--rest-port", "0", "--grpc-port", "0",
-         "--poll-seconds", "0.3", "--max-request-bytes", "3000000", "--label", "stable=1"],
+         "--poll-seconds", "0.3", "--max-request-bytes", "3000000", "--label", "stable=1",
+         "--client-timeout", "2"],
         env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         line = proc.stdout.readline()
@@ -573,3 +574,25 @@ def test_export_help_and_errors_are_quiet(tmp_path):
     assert proc.stderr.splitlines() == [
         f"error: run folder {tmp_path} is not a finished run: missing ['config.yaml', "
         "'dataset.json', 'examples.npz', 'model.keras']"]
+
+
+def test_stalled_and_idle_rest_connections_are_closed(server, examples):
+    """A body that stops arriving gets 408 after --client-timeout (2 s here), an idle
+    connection is closed, and neither holds the server: a good request still succeeds."""
+    import socket
+
+    _, client = server
+    with socket.create_connection(("127.0.0.1", client.rest_port), timeout=20) as stalled, \
+            socket.create_connection(("127.0.0.1", client.rest_port), timeout=20) as idle:
+        stalled.sendall(b"POST /v1/models/mmkeras_model:predict HTTP/1.1\r\nHost: x\r\n"
+                        b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                        b'{"inputs": ')
+        start = time.monotonic()
+        answer = b""
+        while chunk := stalled.recv(4096):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b"stopped arriving" in answer
+        assert 1.5 < time.monotonic() - start < 15
+        assert idle.recv(1) == b""  # closed by the server, not by the 20 s client timeout
+    assert client.predict(_raw(examples))["probabilities"].shape[0] == 3

@@ -41,8 +41,8 @@ from tensorflow_serving.apis import (
     predict_pb2,
     prediction_service_pb2_grpc,
 )
-from werkzeug.exceptions import HTTPException
-from werkzeug.serving import make_server
+from werkzeug.exceptions import ClientDisconnected, HTTPException
+from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from mmkeras.serving.protocol import (
@@ -56,6 +56,7 @@ from mmkeras.serving.protocol import (
 )
 
 MAX_REQUEST_BYTES = 16 * 2**20
+CLIENT_TIMEOUT_S = 30.0
 PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+)|"
                   r"/labels/(?P<label>[^/:]+))?(?:/(?P<meta>metadata)|:(?P<verb>\w+))?$")
 
@@ -244,7 +245,7 @@ class LocalServer:
     def __init__(self, model_base_path: str | Path, model_name: str, rest_port: int = 8501,
                  grpc_port: int = 8500, host: str = "127.0.0.1", poll_seconds: float = 1.0,
                  max_request_bytes: int = MAX_REQUEST_BYTES, labels: dict[str, int] | None = None,
-                 log: Any = print) -> None:
+                 log: Any = print, client_timeout: float = CLIENT_TIMEOUT_S) -> None:
         base = Path(model_base_path)
         if (base / model_name).is_dir() and not any(is_version_name(p.name)
                                                          for p in base.iterdir()):
@@ -253,7 +254,11 @@ class LocalServer:
         self.host, self.poll_seconds, self.log = host, poll_seconds, log
         self.max_request_bytes = max_request_bytes
         self._stop = threading.Event()
-        self._http = make_server(host, rest_port, self._wsgi, threaded=True)
+        # a REST connection silent for client_timeout seconds (a body never sent in full, an
+        # idle keep-alive) is closed, so slow or stalled clients cannot hold every thread
+        handler = type("TimedHandler", (WSGIRequestHandler,), {"timeout": client_timeout})
+        self._http = make_server(host, rest_port, self._wsgi, threaded=True,
+                                 request_handler=handler)
         self.rest_port = self._http.server_port
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=16),
@@ -316,6 +321,9 @@ class LocalServer:
             status, body = 400, {"error": str(error)}
         except NotFound as error:
             status, body = 404, {"error": str(error)}
+        except (TimeoutError, ClientDisconnected):  # the body stopped arriving: client_timeout
+            status, body = 408, {"error": "the request body stopped arriving (timed out); "
+                                          "send the whole body the Content-Length announces"}
         except HTTPException as error:  # werkzeug: body over the limit, bad framing
             code = error.code or 400
             status, body = (400 if code == 413 else code), {"error": self._http_error(error)}
