@@ -94,7 +94,7 @@ def summary(cfg: Config, result) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """The command line; returns the exit status (0 ok, 1 data error or non-finite loss,
-    2 usage, config or run-folder error)."""
+    2 usage, config or run-folder error, 130 interrupted by Ctrl-C)."""
     args = parse_args(argv)
     overrides = list(args.overrides)
     if args.output:
@@ -135,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ConnectionError, NonFiniteLossError, ExportError) as err:
         print(one_line(err), file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: every run file is whole, the folder resumes
+        folder = cfg.output or f"its run folder under {cfg.runs_dir}/"
+        print(f"interrupted: run it again with --output {folder} (same config) to resume from "
+              "the last finished epoch or stage", file=sys.stderr)
+        return 130
     if result.export_dir is None:
         print(f"worker done; the chief writes the run folder {result.run_dir}")
     else:

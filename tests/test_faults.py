@@ -1,14 +1,18 @@
 """Real runs of ``python -m mmkeras.train`` killed with SIGKILL, then the same command again.
 
 (a) in the middle of an epoch, (b) right at epoch boundaries while the backup is written, (c)
-after training, during evaluation and export. Each rerun must finish with a valid export, one
-history row per epoch, and never repeat finished work. Also: a non-finite loss fails the run
-and exports nothing; a finished, failed or differently configured folder is refused.
+after training, during evaluation and export, (d) as the folder's first file is written. Each
+rerun must finish with a valid export, one history row per epoch, and never repeat finished work;
+a run resumed mid-training ends with the same history and metrics as one never stopped. Also: a
+non-finite loss fails the run and exports nothing; a finished, failed or differently configured
+folder is refused, and so is a folder another run is writing; Ctrl-C is one line; a damaged
+metrics.json is redone and a damaged model.keras refused in one line.
 """
 
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -196,3 +200,98 @@ def test_unusable_output_is_refused_before_any_work(tmp_path, cache_dir, folder)
     proc = _run(out, cache_dir, "verbose=1")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-2000:]
     assert str(out) in proc.stderr and "choose another --output" in proc.stderr
+
+
+def test_kill_as_the_run_folder_is_first_written_resumes(tmp_path, cache_dir):
+    # the very first file a run writes (state.json, under a temporary name) has appeared: a kill
+    # here left config.yaml without state.json, and the same command was refused for good
+    out = tmp_path / "run"
+    proc = _start(out, cache_dir)
+    _wait(proc, lambda: out.is_dir() and any(os.scandir(out)))
+    _kill(proc)
+    assert _manifest_epoch(out) == 0
+    again = _run(out, cache_dir)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    _assert_finished(out)
+
+
+def test_a_second_run_into_a_busy_folder_is_refused(tmp_path, cache_dir):
+    out = tmp_path / "run"
+    first = _start(out, cache_dir)
+    _wait(first, lambda: "Epoch 1/" in first.log_path.read_text())
+    second = _run(out, cache_dir, "verbose=1")  # same command while the first one trains
+    assert second.returncode == 2, second.stdout[-3000:] + second.stderr[-3000:]
+    assert second.stderr.count("\n") == 1 and "is in use by another running process" in \
+        second.stderr, second.stderr[-2000:]
+    assert "Epoch " not in second.stdout
+    # the first run was not disturbed; once it is killed (SIGKILL frees the lock), the same
+    # command resumes the folder
+    _wait(first, lambda: _manifest_epoch(out) >= 1)
+    _kill(first)
+    again = _run(out, cache_dir)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "Epoch 1/3" not in again.stdout
+    _assert_finished(out)
+
+
+def test_a_resumed_run_ends_as_one_never_stopped(tmp_path, cache_dir):
+    # same seed: the epochs trained after the resume see the same shuffled batches and dropout
+    # masks as in an uninterrupted run, so history and test metrics are identical
+    reference = tmp_path / "reference"
+    done = _run(reference, cache_dir)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = tmp_path / "run"
+    proc = _start(out, cache_dir)
+    _wait(proc, lambda: _manifest_epoch(out) >= 1 and "Epoch 2/" in proc.log_path.read_text())
+    _kill(proc)
+    assert _manifest_epoch(out) == 1, "the kill was meant to land inside epoch 2"
+    again = _run(out, cache_dir)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    _assert_finished(out)
+    ours, theirs = read_history_csv(out / "history.csv"), read_history_csv(reference /
+                                                                            "history.csv")
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert ours[key] == theirs[key], key
+    ours, theirs = (json.loads((d / "metrics.json").read_text()) for d in (out, reference))
+    assert ours["accuracy"] == theirs["accuracy"]
+    assert ours["confusion_matrix"] == theirs["confusion_matrix"]
+
+
+def test_ctrl_c_is_one_line_and_the_same_command_resumes(tmp_path, cache_dir):
+    out = tmp_path / "run"
+    proc = _start(out, cache_dir)
+    _wait(proc, lambda: _manifest_epoch(out) >= 1 and "Epoch 2/" in proc.log_path.read_text())
+    os.kill(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=120) == 130
+    log = proc.log_path.read_text()
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log, log[-3000:]
+    assert log.splitlines()[-1] == (f"interrupted: run it again with --output {out} (same "
+                                    "config) to resume from the last finished epoch or stage")
+    assert not list(out.rglob(".tmp-*"))  # Ctrl-C lets the temporary files be removed
+    again = _run(out, cache_dir)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "Epoch 1/3" not in again.stdout
+    _assert_finished(out)
+
+
+def test_damaged_files_of_a_trained_run_are_one_line_or_redone(tmp_path, cache_dir):
+    out = tmp_path / "run"
+    proc = _start(out, cache_dir)
+    _wait(proc, lambda: _stage(out) == "evaluated")
+    _kill(proc)
+    damaged = tmp_path / "damaged-model"
+    shutil.copytree(out, damaged)
+    for path in (out / "metrics.json", damaged / "model.keras"):
+        with open(path, "r+b") as f:  # truncated (a full disk, a bad copy...)
+            f.truncate(path.stat().st_size // 2)
+    refused = _run(damaged, cache_dir, "verbose=1")
+    assert refused.returncode == 2, refused.stdout[-3000:] + refused.stderr[-3000:]
+    assert "Traceback" not in refused.stderr and refused.stderr.count("\n") == 1
+    assert "model.keras is not a complete .keras file" in refused.stderr
+    assert "train the run again (python -m mmkeras.train --output DIR --overwrite)" in \
+        refused.stderr
+    again = _run(out, cache_dir)  # metrics.json damaged: evaluated again, not trained again
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "metrics.json is missing or damaged: evaluating again" in again.stderr
+    assert "Epoch " not in again.stdout
+    _assert_finished(out)

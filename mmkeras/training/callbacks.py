@@ -169,6 +169,15 @@ class AveragedWeights(keras.callbacks.SwapEMAWeights):
 _NOT_YET = object()  # RunBackup.restore has not run for the coming fit
 
 
+def seed_states(model: keras.Model) -> list:
+    """The states of the model's random seed generators (dropout, modality dropout...).
+
+    ``save_weights`` leaves them out; a backup keeps them so that a resumed run draws the
+    same dropout masks as one that was never stopped.
+    """
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
 class RunBackup(keras.callbacks.Callback):
     """Crash-safe epoch backups in ``backup_dir`` and ``history.csv``, and resuming from them.
 
@@ -236,6 +245,10 @@ class RunBackup(keras.callbacks.Callback):
             with model.distribute_strategy.scope():
                 optimizer.build(model.trainable_variables)
         model.load_weights(self.dir / manifest["latest"]["file"])
+        states = seed_states(model)
+        if len(states) == len(manifest.get("seeds", [])):
+            for variable, value in zip(states, manifest["seeds"], strict=True):
+                variable.assign(np.asarray(value, variable.dtype))
         self.rows = manifest["history"]
         epoch = self.restored_epoch = int(manifest["epoch"])
         if self.verbose:
@@ -278,6 +291,7 @@ class RunBackup(keras.callbacks.Callback):
             "latest": latest,
             "history": self.rows,
             "stopped": bool(self.model.stop_training),
+            "seeds": [keras.ops.convert_to_numpy(v).tolist() for v in seed_states(self.model)],
         }
         es = self.early_stopping
         if es is not None:

@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import platform
@@ -37,6 +38,7 @@ STAGES = ("training", "trained", "evaluated", "done")
 FAILED = "failed"
 # config fields that change neither the model nor its results: a resume may differ in them
 IGNORED_FIELDS = ("verbose", "output", "runs_dir", "strict")
+_LOCKS: dict[str, int] = {}  # run folders this process holds (an flock on the folder itself)
 
 
 class RunFolderError(ValueError):
@@ -85,6 +87,42 @@ def write_text(path: str | Path, text: str) -> None:
 def write_json(path: str | Path, data: Any) -> None:
     """Write ``data`` as indented JSON to ``path`` atomically."""
     write_text(path, json.dumps(data, indent=2))
+
+
+def _lock(path: Path) -> None:
+    """Hold an exclusive ``flock`` on the folder ``path`` until :func:`release_run_dir`.
+
+    The kernel drops the lock when the process dies, even by SIGKILL, so a crashed run never
+    leaves a stale lock; a second process that wants the folder meanwhile is refused.
+    """
+    key = str(path.resolve())
+    if key in _LOCKS:  # this process holds it already
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RunFolderError(f"run folder {path} is in use by another running process: wait "
+                             "for it to end (then run the same command again to resume), or "
+                             "choose another --output") from None
+    _LOCKS[key] = fd
+
+
+def release_run_dir(path: str | Path) -> None:
+    """Release the lock :func:`open_run_dir` took on ``path`` (nothing if it holds none)."""
+    fd = _LOCKS.pop(str(Path(path).resolve()), None)
+    if fd is not None:
+        os.close(fd)
+
+
+def _clear(path: Path) -> None:
+    """Delete everything inside the folder ``path`` (the folder and its lock stay)."""
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
 
 
 def remove_temps(folder: Path) -> None:
@@ -175,8 +213,23 @@ def open_run_dir(output: str | None, runs_dir: str, name: str, config: dict[str,
     path = Path(output)
     if path.exists() and not path.is_dir():
         raise RunFolderError(f"--output {path} is a file, not a folder: choose another --output")
+    if writer:  # one process at a time decides about (and writes) the folder
+        path.mkdir(parents=True, exist_ok=True)
+        _lock(path)
+    try:
+        return _open_locked(path, config, overwrite, writer)
+    except BaseException:
+        release_run_dir(path)
+        raise
+
+
+def _open_locked(path: Path, config: dict[str, Any], overwrite: bool,
+                 writer: bool) -> tuple[Path, dict | None]:
     state = read_state(path) if path.is_dir() else None
-    if path.is_dir() and state is None and any(path.iterdir()):
+    # temporary files (a run killed while writing its first file) do not make a run folder
+    entries = [p for p in path.iterdir() if not p.name.startswith(".tmp-")] \
+        if path.is_dir() else []
+    if state is None and entries:
         if not (overwrite and (path / "config.yaml").is_file()):
             raise RunFolderError(f"--output {path} is not empty and holds no mmkeras run "
                                  f"({STATE_FILE} missing): choose another --output")
@@ -195,8 +248,8 @@ def open_run_dir(output: str | None, runs_dir: str, name: str, config: dict[str,
                                  "use --overwrite to start again, or choose another --output")
         return path, state
     if writer:
-        if overwrite and path.is_dir():
-            shutil.rmtree(path)
+        if overwrite:
+            _clear(path)
         path.mkdir(parents=True, exist_ok=True)
     return path, None
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,10 +58,12 @@ from mmkeras.training.plots import plot_confusion, plot_history
 from mmkeras.training.runfiles import (
     FAILED,
     STAGES,
+    RunFolderError,
     atomic_path,
     comparable,
     open_run_dir,
     record_run_info,
+    release_run_dir,
     remove_temps,
     write_json,
     write_state,
@@ -244,6 +247,8 @@ def _fit(cfg: Config, dataset: MultimodalDataset, strategy: tf.distribute.Strate
         callbacks.append(EpochScalars(run_dir / "tensorboard"))
     callbacks += [c for c in (averaged, early, backup) if c is not None]
     start = backup.restore(trainee)
+    for _ in range(_iterators_before(start, cfg, train_ds)):
+        iter(train_ds)  # draws the next epoch's shuffle order and augmentation seeds
     if averaged is not None:
         averaged.resume_at(start)
     if cfg.strategy == "multi_worker":  # Keras 3.15 fit fails there (keras-team/keras#20585)
@@ -259,6 +264,32 @@ def _fit(cfg: Config, dataset: MultimodalDataset, strategy: tf.distribute.Strate
     history = {k: [row[k] for row in backup.rows if k in row]
                for k in backup.rows[-1] if k != "epoch"} if backup.rows else {}
     return end_to_end(preprocessor, task, name=cfg.model_name), history
+
+
+def _iterators_before(epoch: int, cfg: Config, train_ds: tf.data.Dataset) -> int:
+    """How many iterators over ``train_ds`` an uninterrupted fit had made before ``epoch``.
+
+    Each new iterator of the training pipeline draws the next shuffle order (and augmentation
+    seeds), so a resumed run makes as many first to train its epochs on the same batches.
+    ``fit_custom`` makes one per epoch; Keras 3's ``model.fit`` two per epoch when the number
+    of batches is known (one when the epoch starts, one when it ends) and only one for the
+    first epoch when it is not (a streaming dataset: counted at the end of that epoch).
+    ``tests/test_faults.py`` checks the in-memory ``model.fit`` case end to end.
+    """
+    epoch = min(epoch, cfg.epochs)
+    if epoch <= 0 or cfg.strategy == "multi_worker":
+        return max(epoch, 0)
+    known = int(train_ds.cardinality()) >= 0
+    return 2 * epoch if known else 2 * epoch - 1
+
+
+def _read_json(path: Path) -> dict | None:
+    """The JSON object in ``path``, or ``None`` when it is missing or damaged."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _exported(run_dir: Path, cfg: Config) -> Path | None:
@@ -328,17 +359,31 @@ def train(cfg: Config, dataset: MultimodalDataset | None = None,
     config = comparable(cfg.to_dict())
     run_dir, state = open_run_dir(cfg.output, cfg.runs_dir, cfg.name, cfg.to_dict(),
                                   overwrite=overwrite, writer=chief)
+    try:  # open_run_dir locked the folder: no other run writes it until this one ends
+        return _train_in(cfg, dataset, strategy, chief, config, run_dir, state, start)
+    finally:
+        release_run_dir(run_dir)
+
+
+def _train_in(cfg: Config, dataset: MultimodalDataset | None, strategy: tf.distribute.Strategy,
+              chief: bool, config: dict, run_dir: Path, state: dict | None,
+              start: float) -> RunResult:
+    """:func:`train` in the run folder it opened (and locked)."""
     stage = STAGES.index(state["stage"]) if state else 0
     if not chief and stage > 0:  # training is over: the chief evaluates and exports
         return RunResult(run_dir, {}, None, time.perf_counter() - start, None)
     replicas = strategy.num_replicas_in_sync
     if chief:
         remove_temps(run_dir)
+        if state is None:  # first, so that a run killed from here on is resumed, not refused
+            write_state(run_dir, "training", config=config)
         write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         record_run_info(run_dir, cfg.to_dict(), resumed_from=STAGES[stage] if state else None,
                         replicas=replicas, global_batch_size=cfg.batch_size * replicas)
-        if state is None:
-            write_state(run_dir, "training", config=config)
+    if stage == STAGES.index("evaluated") and _read_json(run_dir / "metrics.json") is None:
+        print(f"{run_dir / 'metrics.json'} is missing or damaged: evaluating again",
+              file=sys.stderr)
+        stage = STAGES.index("trained")
     keras.utils.set_random_seed(cfg.seed)
     policy = keras.mixed_precision.dtype_policy()
     keras.mixed_precision.set_dtype_policy(
@@ -378,15 +423,15 @@ def train(cfg: Config, dataset: MultimodalDataset | None = None,
                 plot_history(history, tmp)
             write_state(run_dir, "trained")
         else:
-            from mmkeras.layers import load_model
+            from mmkeras.evaluation.run_folder import load_run_model
 
-            model = load_model(run_dir / "model.keras")
+            model = load_run_model(run_dir / "model.keras", RunFolderError)  # one-line refusal
         shutil.rmtree(run_dir / "backup", ignore_errors=True)  # model.keras supersedes it
         if stage <= STAGES.index("trained"):
             metrics = _evaluate(cfg, dataset, model, replicas, run_dir)
             write_state(run_dir, "evaluated")
         else:
-            metrics = json.loads((run_dir / "metrics.json").read_text())
+            metrics = _read_json(run_dir / "metrics.json")
         export_dir = _exported(run_dir, cfg)
         if export_dir is None:
             from mmkeras.serving.export import export_run
