@@ -368,8 +368,15 @@ def test_read_stream_formats_and_window_method(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="bad stream window: start 2 s is not before end 1 s"):
         read_stream_window(tmp_path / "s.npy", 2.0, 1.0, 4)
     (tmp_path / "x.csv").write_text("t,a\n0,1\n1,zz\n")
-    with pytest.raises(ValueError, match=r"x\.csv: bad stream: cannot parse"):
+    with pytest.raises(ValueError, match=r"x\.csv: bad stream: cannot parse: line 3, column 2: "
+                                         r"'zz' is not a number"):
         read_stream(tmp_path / "x.csv")
+    (tmp_path / "y.csv").write_text("0,1\n1e9x,2\n")  # no header line
+    with pytest.raises(ValueError, match=r"line 2, column 1: '1e9x' is not a number"):
+        read_stream(tmp_path / "y.csv")
+    (tmp_path / "z.npy").write_bytes(b"t,a\n0,1\n")
+    with pytest.raises(ValueError, match=r"z\.npy: bad stream: cannot parse: not a \.npy file"):
+        read_stream(tmp_path / "z.npy")
     with pytest.raises(ValueError, match=r"unsupported file type '\.txt'"):
         read_stream(tmp_path / "x.txt")
 

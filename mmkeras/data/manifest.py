@@ -370,12 +370,23 @@ def read_stream(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     try:
         raw = io.BytesIO(fs.read_bytes(path))
         if suffix == ".npy":
+            if not raw.getvalue().startswith(b"\x93NUMPY"):
+                raise ValueError("not a .npy file (no NumPy header); save it with numpy.save")
             data = np.load(raw, allow_pickle=False)
         else:
             cells = pd.read_csv(raw, header=None, dtype=str, keep_default_na=False).to_numpy()
-            if cells.size and not all(_is_float(c) for c in cells[0]):
-                cells = cells[1:]
+            header = bool(cells.size) and not all(_is_float(c) for c in cells[0])
+            cells = cells[int(header):]
             data = np.where(cells == "", "nan", cells)
+            try:
+                data = np.asarray(data, dtype=np.float64)
+            except ValueError:  # name the first cell that is not a number
+                bad = next(((i, j) for i, line in enumerate(cells)
+                            for j, c in enumerate(line) if c != "" and not _is_float(c)), None)
+                if bad is None:
+                    raise
+                raise ValueError(f"line {bad[0] + 1 + header}, column {bad[1] + 1}: "
+                                 f"{cells[bad]!r} is not a number") from None
         data = np.asarray(data, dtype=np.float64)
     except (ValueError, TypeError, EOFError) as err:
         raise ValueError(f"{path}: bad stream: cannot parse: {err}") from err
