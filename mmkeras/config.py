@@ -41,6 +41,8 @@ from pydantic import (
     model_validator,
 )
 
+from mmkeras.data.fs import utf8_text
+
 DEFAULT_FUSION = "sum"  # chosen on validation loss over all fusions (README, Models)
 
 
@@ -385,12 +387,7 @@ def read_yaml_mapping(path: Path, what: str = "config file", option: str = "--co
     except OSError as err:
         raise error(f"{what} {path} cannot be read ({err.strerror or err}): check {option}"
                     ) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise error(f"{what} {path}:{line}: not UTF-8 text (byte {raw[err.start]:#04x}): "
-                    "save the file as UTF-8") from None
+    text = utf8_text(raw, f"{what} {path}", "save the file as UTF-8", error)
     try:
         loaded = load_yaml(text)
     except yaml.YAMLError as err:

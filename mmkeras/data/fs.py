@@ -198,3 +198,21 @@ def rmtree(path: str | os.PathLike) -> None:
         return
     with contextlib.suppress(FileNotFoundError), _os_errors(path):
         _gfile().rmtree(path)
+
+
+def utf8_text(raw: bytes, name: str, fix: str, error: type[ValueError] = ValueError) -> str:
+    """``raw`` decoded as UTF-8; else ``error`` naming ``name``, the line and the byte, + ``fix``.
+
+    Example:
+        >>> utf8_text(b"a: caf\\xe9", "c.yaml", "save it as UTF-8")
+        Traceback (most recent call last):
+        ...
+        ValueError: c.yaml:1: not UTF-8 text (byte 0xe9): save it as UTF-8
+    """
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise error(f"{name}:{line}: not UTF-8 text (byte {raw[err.start]:#04x}): {fix}"
+                    ) from None
+

@@ -465,12 +465,7 @@ def _read_table(path: str) -> pd.DataFrame:
             return pd.read_parquet(io.BytesIO(raw), dtype_backend="pyarrow")
         except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
             raise ValueError(f"{path}: not a readable Parquet file: {err}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise ValueError(f"{path}:{line}: not UTF-8 text (byte {raw[err.start]:#04x}): save the "
-                         "manifest as UTF-8") from None
+    text = fs.utf8_text(raw, path, "save the manifest as UTF-8")
     if suffix == ".csv":
         if not text.strip():
             raise ValueError(f"{path}: empty manifest: it needs a header line naming the columns")
