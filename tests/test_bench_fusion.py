@@ -110,10 +110,10 @@ def test_a_fusion_the_config_cannot_build_is_reported_not_run(bench, cache_dir, 
     assert bench.main(argv) == 1
     printed = capsys.readouterr().out
     assert printed.count("not run:") == 1  # tried once, not once per seed
-    assert "[fusion-late_mean-fNone-s0] not run: unimodal heads need an intermediate fusion" \
-        in printed
+    assert ("[fusion-late_mean-fNone-s0] not run: this config cannot build its model: unimodal "
+            "heads need an intermediate fusion") in printed
     text = out.read_text()
     assert "Not run (the model cannot be built with this config):" in text
-    assert "- late_mean: unimodal heads need an intermediate fusion" in text
+    assert "- late_mean: this config cannot build its model: unimodal heads need" in text
     assert "tasks.label.unimodal_loss_weight=0" in text
     assert not out.with_suffix(".runs.jsonl").exists()
