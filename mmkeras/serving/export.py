@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 import yaml
 
+from mmkeras.serving.protocol import is_version_name
 from mmkeras.serving.signature import (
     RANGE_MARGIN,
     InputContract,
@@ -219,7 +220,7 @@ def versions(model_dir: Path) -> list[int]:
     if not model_dir.is_dir():
         return []
     return sorted(int(p.name) for p in model_dir.iterdir()
-                  if p.is_dir() and p.name.isascii() and p.name.isdigit())
+                  if p.is_dir() and is_version_name(p.name))
 
 
 def _fsync_tree(path: Path) -> None:

@@ -48,6 +48,11 @@ class InputSpec:
     dims: tuple[int | None, ...] | None = None
 
 
+def is_version_name(name: str) -> bool:
+    """Whether a folder name is a version number as TF Serving reads them (ASCII digits)."""
+    return name.isascii() and name.isdigit()
+
+
 def _decode_strings(name: str, value: Any, depth: int) -> Any:
     """``value`` with text and ``{"b64"}`` as bytes; lists nested at most ``depth`` deep."""
     if isinstance(value, dict):

@@ -52,6 +52,7 @@ from mmkeras.serving.protocol import (
     check_rank,
     fill_missing_modalities,
     format_rest_response,
+    is_version_name,
     parse_rest_body,
 )
 
@@ -157,11 +158,6 @@ class ModelRepository:
                  "status": ({"error_code": "OK", "error_message": ""} if n in self.versions else
                             {"error_code": "UNKNOWN", "error_message": self.errors[n][1]})}
                 for n in numbers]
-
-
-def is_version_name(name: str) -> bool:
-    """Whether a folder name is a version number as TF Serving reads them (ASCII digits)."""
-    return name.isascii() and name.isdigit()
 
 
 def parse_version(version: str | int) -> int:

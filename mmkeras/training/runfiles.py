@@ -116,7 +116,7 @@ def release_run_dir(path: str | Path) -> None:
         os.close(fd)
 
 
-def _clear(path: Path) -> None:
+def empty_folder(path: Path) -> None:
     """Delete everything inside the folder ``path`` (the folder and its lock stay)."""
     for child in path.iterdir():
         if child.is_dir() and not child.is_symlink():
@@ -249,7 +249,7 @@ def _open_locked(path: Path, config: dict[str, Any], overwrite: bool,
         return path, state
     if writer:
         if overwrite:
-            _clear(path)
+            empty_folder(path)
         path.mkdir(parents=True, exist_ok=True)
     return path, None
 

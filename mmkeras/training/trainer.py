@@ -61,6 +61,7 @@ from mmkeras.training.runfiles import (
     RunFolderError,
     atomic_path,
     comparable,
+    empty_folder,
     open_run_dir,
     record_run_info,
     release_run_dir,
@@ -336,12 +337,8 @@ def _discard_fresh_run(run_dir: Path, output: str | None) -> None:
     existed stays, emptied), so the corrected command can use the same folder."""
     if output is None:
         shutil.rmtree(run_dir, ignore_errors=True)
-        return
-    for child in run_dir.iterdir():
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child, ignore_errors=True)
-        else:
-            child.unlink(missing_ok=True)
+    else:
+        empty_folder(run_dir)
 
 
 def train(cfg: Config, dataset: MultimodalDataset | None = None,
@@ -380,7 +377,8 @@ def _train_in(cfg: Config, dataset: MultimodalDataset | None, strategy: tf.distr
         write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         record_run_info(run_dir, cfg.to_dict(), resumed_from=STAGES[stage] if state else None,
                         replicas=replicas, global_batch_size=cfg.batch_size * replicas)
-    if stage == STAGES.index("evaluated") and _read_json(run_dir / "metrics.json") is None:
+    saved = _read_json(run_dir / "metrics.json") if stage == STAGES.index("evaluated") else None
+    if stage == STAGES.index("evaluated") and saved is None:
         print(f"{run_dir / 'metrics.json'} is missing or damaged: evaluating again",
               file=sys.stderr)
         stage = STAGES.index("trained")
@@ -431,7 +429,7 @@ def _train_in(cfg: Config, dataset: MultimodalDataset | None, strategy: tf.distr
             metrics = _evaluate(cfg, dataset, model, replicas, run_dir)
             write_state(run_dir, "evaluated")
         else:
-            metrics = _read_json(run_dir / "metrics.json")
+            metrics = saved
         export_dir = _exported(run_dir, cfg)
         if export_dir is None:
             from mmkeras.serving.export import export_run
