@@ -291,6 +291,8 @@ def _format(err: ValidationError, prefix: tuple = (), values: dict[str, Any] | N
             valid = list(model.model_fields)
             message = f"unknown field{_closest(loc[-1], valid)} Valid: {', '.join(valid)}"
         value = item.get("input")
+        if item["type"] == "bool_type" and isinstance(value, str):
+            message += ": write true or false"
         shown = "" if item["type"] in ("extra_forbidden", "missing") else f"={value!r}"
         parts.append(f"config field {path!r}{shown}: {message}")
     # a union reports each alternative; keep the first message per field
@@ -321,7 +323,13 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
 class _Loader(yaml.SafeLoader):
     """``yaml.SafeLoader`` without YAML 1.1's silent traps: a duplicate key, an integer with a
     leading zero (octal: ``0777`` is 511) or a sexagesimal number (``1:30`` is 90) is an error
-    naming the line instead of a value nobody meant."""
+    naming the line instead of a value nobody meant, and only ``true``/``false`` are booleans
+    (YAML 1.2): ``yes``, ``no``, ``on`` and ``off`` stay text, so class names such as
+    ``[yes, no, on, off]`` keep their meaning."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: dict[Any, yaml.Node] = {}
@@ -363,14 +371,17 @@ class _Loader(yaml.SafeLoader):
 _Loader.add_constructor("tag:yaml.org,2002:map", _Loader.construct_mapping)
 _Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 _Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_yaml_float)
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool",
+                              re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
 def load_yaml(text: str) -> Any:
-    """``yaml.safe_load`` that refuses duplicate keys and octal/base-60 numbers (``_Loader``).
+    """``yaml.safe_load`` that refuses duplicate keys and octal/base-60 numbers, and reads
+    only ``true``/``false`` as booleans (``_Loader``).
 
     Example:
-        >>> load_yaml("lr: 1e-3\\nepochs: 10")
-        {'lr': '1e-3', 'epochs': 10}
+        >>> load_yaml("lr: 1e-3\\nepochs: 10\\nclasses: [yes, no]\\nshuffle: true")
+        {'lr': '1e-3', 'epochs': 10, 'classes': ['yes', 'no'], 'shuffle': True}
     """
     return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no Python objects
 

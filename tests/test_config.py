@@ -11,7 +11,7 @@ import sys
 import pytest
 import yaml
 
-from mmkeras.config import ConfigError, resolve_config
+from mmkeras.config import ConfigError, load_yaml, resolve_config
 from mmkeras.train import main
 
 
@@ -207,3 +207,16 @@ def test_non_utf8_or_folder_config_is_one_line(tmp_path, capsys):
     assert f"{latin1}:2: not UTF-8 text (byte 0xe9)" in err and "Traceback" not in err
     code, _, err = run_cli(["--config", str(tmp_path)], capsys)
     assert code == 2 and f"config file {tmp_path} is a folder, not a YAML file" in err
+
+
+def test_only_true_and_false_are_booleans(tmp_path, capsys):
+    """YAML 1.2 booleans: yes/no/on/off stay text (class names such as Speech Commands'
+    'yes', 'no', 'on', 'off'), and a boolean field given one says what to write."""
+    assert load_yaml("classes: [yes, no, on, off, y, n]\na: true\nb: FALSE") == {
+        "classes": ["yes", "no", "on", "off", "y", "n"], "a": True, "b": False}
+    path = tmp_path / "run.yaml"
+    path.write_text("lr_scale_with_replicas: yes\n")
+    code, out, err = run_cli(["--config", str(path)], capsys)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert "'lr_scale_with_replicas'='yes'" in err and "write true or false" in err
+    assert resolve_config(None, ["name=no", "lr_scale_with_replicas=true"]).name == "no"
