@@ -296,7 +296,8 @@ def _malformed_rest(rng, examples, presence):
     if kind == 2:
         return json.dumps({"inputs": {**good, "bogus": [1]}}).encode()
     if kind == 3 and presence:
-        return json.dumps({"inputs": {**good, "audio_present": [[1, 1]]}}).encode()
+        flag = [[1, 1]] if rng.integers(2) else [[0.5]]  # two flags, or one neither 0 nor 1
+        return json.dumps({"inputs": {**good, "audio_present": flag}}).encode()
     if kind == 3:
         return json.dumps({"inputs": {k: v for k, v in good.items() if k != "audio"}}).encode()
     if kind == 4:
@@ -338,7 +339,8 @@ def _malformed_grpc(rng, examples, presence):
     elif kind == 2:
         del good["environment"]
     elif kind == 3 and presence:
-        good["audio_present"] = np.ones((1, 2), np.float32)
+        good["audio_present"] = (np.ones((1, 2), np.float32) if rng.integers(2) else
+                                 np.full((1, 1), 7.0, np.float32))
     elif kind == 3:
         good["environment"] = np.full((1, 8, 2), np.inf, np.float32)
     elif kind == 4:

@@ -147,3 +147,20 @@ def test_empty_tensor_is_missing_even_when_flagged_present(exported):
              audio_present=tf.constant(ones), environment_present=tf.constant(ones))
     assert np.abs(out["probabilities"].numpy() - want).max() < 1e-5
     assert out["modality_weights"].numpy()[:, 0].tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize(("flag", "problem"), [
+    ([[1.0], [0.5]], r"audio_present: flags must be 0 \(absent\) or 1 \(present\); other "
+                     r"values in examples \[1\]"),
+    ([[7.0], [1.0]], r"audio_present: flags must be 0 .* examples \[0\]"),
+    ([[np.nan], [-1.0]], r"audio_present: flags must be 0 .* examples \[0 1\]"),
+    ([[1.0]], r"audio_present: batch size 1 differs from the other inputs \(2\)"),
+], ids=["half", "seven", "nan-and-negative", "batch"])
+def test_presence_flags_other_than_0_or_1_are_refused(exported, flag, problem):
+    """A flag is 0 or 1, one per example: anything else is InvalidArgument (HTTP 400), never a
+    scaled or guessed presence."""
+    loaded, _, ex = exported
+    with pytest.raises(tf.errors.InvalidArgumentError, match=problem):
+        loaded.signatures["serving_default"](
+            audio=tf.constant(ex["audio"][:2]), environment=tf.constant(ex["environment"][:2]),
+            audio_present=tf.constant(flag, tf.float32), environment_present=tf.ones((2, 1)))

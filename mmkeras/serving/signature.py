@@ -273,6 +273,20 @@ def _batch_size(inputs: dict[str, tf.Tensor]) -> tf.Tensor:
     return tf.reduce_max(tf.stack(sizes))
 
 
+def _checked_flags(name: str, present: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
+    """``<name>_present`` as sent: one flag per example, each 0 or 1, else ``InvalidArgument``
+    (a flag of 0.5, 7 or NaN has no meaning; the model must not guess one)."""
+    valid = tf.reduce_all(tf.logical_or(tf.equal(present, 0.0), tf.equal(present, 1.0)), axis=1)
+    checks = [
+        _assert(tf.equal(tf.shape(present)[0], batch), f"input {name}_present: batch size {{}} "
+                "differs from the other inputs ({})", tf.shape(present)[0], batch),
+        _assert(tf.reduce_all(valid), f"input {name}_present: flags must be 0 (absent) or 1 "
+                "(present); other values in examples {}", tf.where(tf.logical_not(valid))[:, 0]),
+    ]
+    with tf.control_dependencies(checks):
+        return tf.identity(present)
+
+
 def make_serving_fn(
     model: keras.Model,
     contracts: dict[str, InputContract],
@@ -290,6 +304,8 @@ def make_serving_fn(
         feed = {}
         for name, c in contracts.items():
             present = inputs.get(f"{name}_present")
+            if present is not None:
+                present = _checked_flags(name, present, batch)
             alt = bytes_input_name(c) if encoded else None
             x = inputs[alt] if alt else inputs[name]
             if alt:
