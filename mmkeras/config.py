@@ -327,7 +327,7 @@ class _Loader(yaml.SafeLoader):
     (YAML 1.2): ``yes``, ``no``, ``on`` and ``off`` stay text, so class names such as
     ``[yes, no, on, off]`` keep their meaning."""
 
-    yaml_implicit_resolvers = {
+    yaml_implicit_resolvers: typing.ClassVar[dict] = {
         first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 
