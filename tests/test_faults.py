@@ -6,7 +6,8 @@ rerun must finish with a valid export, one history row per epoch, and never repe
 a run resumed mid-training ends with the same history and metrics as one never stopped. Also: a
 non-finite loss fails the run and exports nothing; a finished, failed or differently configured
 folder is refused, and so is a folder another run is writing; Ctrl-C is one line; a damaged
-metrics.json is redone and a damaged model.keras refused in one line.
+metrics.json is redone and a damaged model.keras refused in one line. TensorBoard's logs show
+each kept epoch once, also after a resume that redid an epoch.
 """
 
 import json
@@ -85,7 +86,11 @@ def _assert_finished(out: Path) -> None:
     assert _stage(out) == "done"
     epochs = [int(float(r)) for r in _csv_column(out / "history.csv", "epoch")]
     assert epochs == list(range(EPOCHS)), epochs  # one row per epoch, none twice
-    assert all(math.isfinite(v) for v in read_history_csv(out / "history.csv")["loss"])
+    losses = read_history_csv(out / "history.csv")["loss"]
+    assert all(math.isfinite(v) for v in losses)
+    points = _tensorboard_losses(out)  # TensorBoard: one point per kept epoch, as history.csv
+    assert [step for step, _ in points] == list(range(EPOCHS)), points
+    assert [value for _, value in points] == pytest.approx(losses)
     export = out / "export" / "mmkeras_model" / "1"
     assert (export / "saved_model.pb").is_file()
     report = json.loads((out / "export_validation.json").read_text())
@@ -94,6 +99,18 @@ def _assert_finished(out: Path) -> None:
     assert not list(out.rglob(".tmp-*"))
     assert not list((out / "export").glob(".mmkeras-tmp/*"))  # export_run's temporary builds
     assert json.loads((out / "metrics.json").read_text())["num_examples"] > 0
+
+
+def _tensorboard_losses(out: Path) -> list[tuple[int, float]]:
+    """(step, value) of every ``epoch_loss`` point in the run's TensorBoard training logs."""
+    import tensorflow as tf
+
+    points = []
+    for file in sorted((out / "tensorboard" / "train").glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(file)):
+            points += [(event.step, float(tf.make_ndarray(v.tensor)))
+                       for v in event.summary.value if v.tag == "epoch_loss"]
+    return points
 
 
 def _csv_column(path: Path, name: str) -> list[str]:

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -235,6 +236,37 @@ def test_epoch_scalars_are_tensorboard_events(tmp_path):
                     assert value.metadata.plugin_data.plugin_name == "scalars"
                     seen.setdefault((split, value.tag), []).append(event.step)
     assert seen[("train", "epoch_loss")] == [0, 1] == seen[("validation", "epoch_loss")]
+
+
+def _scalars(log_dir: Path) -> dict[tuple[str, str], list[tuple[int, float]]]:
+    seen: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    for split in ("train", "validation"):
+        for file in sorted((log_dir / split).glob("events.out.tfevents.*")):
+            for event in tf.compat.v1.train.summary_iterator(str(file)):
+                for value in event.summary.value:
+                    seen.setdefault((split, value.tag), []).append(
+                        (event.step, float(tf.make_ndarray(value.tensor))))
+    return seen
+
+
+def test_rebuilt_scalars_hold_each_kept_epoch_once(tmp_path):
+    """A resumed run's TensorBoard files equal its kept history: the epochs a killed run logged
+    and its resume redoes are not shown twice."""
+    killed = EpochScalars(tmp_path)
+    for epoch in range(3):  # the killed run logged epochs 0-2; its backup kept 0-1
+        killed.on_epoch_end(epoch, {"loss": 10.0 + epoch, "val_loss": 20.0 + epoch})
+    killed.on_train_end()
+    rows = [{"epoch": 0, "loss": 10.0, "val_loss": 20.0},
+            {"epoch": 1, "loss": 11.0, "val_loss": 21.0}]
+    resumed = EpochScalars(tmp_path)
+    resumed.rebuild(rows)
+    resumed.on_epoch_end(2, {"loss": 7.0, "val_loss": 8.0})  # epoch 2, redone
+    resumed.on_train_end()
+    seen = _scalars(tmp_path)
+    assert seen[("train", "epoch_loss")] == [(0, 10.0), (1, 11.0), (2, 7.0)]
+    assert seen[("validation", "epoch_loss")] == [(0, 20.0), (1, 21.0), (2, 8.0)]
+    EpochScalars(tmp_path).rebuild([])  # a fresh start: no point left
+    assert _scalars(tmp_path) == {}
 
 
 @pytest.mark.parametrize("overrides, replicas, at_0, at_end", [

@@ -112,8 +112,9 @@ class EpochScalars(keras.callbacks.Callback):
     """Per-epoch TensorBoard scalars: ``<log_dir>/train`` and ``<log_dir>/validation``.
 
     Tags are ``epoch_<name>`` as Keras's TensorBoard callback writes them (``val_`` logs go to
-    ``validation``); ``tensorboard --logdir <log_dir>`` shows them. Event files are only
-    appended to and never read by a resume.
+    ``validation``); ``tensorboard --logdir <log_dir>`` shows them. :meth:`rebuild` makes the
+    files hold exactly the epochs a resumed run keeps, so an epoch redone after a crash is one
+    point, not two.
     """
 
     METADATA = summary_pb2.SummaryMetadata(
@@ -128,6 +129,21 @@ class EpochScalars(keras.callbacks.Callback):
         if name not in self.writers:
             self.writers[name] = tf.summary.create_file_writer(str(self.log_dir / name))
         return self.writers[name]
+
+    def rebuild(self, rows: list[dict[str, Any]]) -> None:
+        """Replace the event files with ``rows`` (the kept history, ``epoch`` in each row).
+
+        Call it before ``fit``: a run killed mid-epoch may have logged epochs that its resume
+        redoes. The files are derived from ``history.csv``'s rows, so a kill during the
+        rebuild is mended by the next one.
+        """
+        for split in ("train", "validation"):
+            for path in (self.log_dir / split).glob("events.out.tfevents.*"):
+                path.unlink()
+        for row in rows:
+            self.on_epoch_end(int(row["epoch"]), {k: v for k, v in row.items() if k != "epoch"})
+        for writer in self.writers.values():
+            writer.flush()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         for key, value in (logs or {}).items():

@@ -243,11 +243,13 @@ def _fit(cfg: Config, dataset: MultimodalDataset, strategy: tf.distribute.Strate
     backup = RunBackup(run_dir / "backup", run_dir / "history.csv", cfg.epochs, early, chief,
                        verbose=cfg.verbose)
     averaged = AveragedWeights() if cfg.ema_momentum else None
-    callbacks = [NonFiniteLoss(), EpochStats(n_train)]
-    if chief:
-        callbacks.append(EpochScalars(run_dir / "tensorboard"))
-    callbacks += [c for c in (averaged, early, backup) if c is not None]
+    callbacks: list[keras.callbacks.Callback] = [NonFiniteLoss(), EpochStats(n_train)]
     start = backup.restore(trainee)
+    if chief:
+        scalars = EpochScalars(run_dir / "tensorboard")
+        scalars.rebuild(backup.rows)
+        callbacks.append(scalars)
+    callbacks += [c for c in (averaged, early, backup) if c is not None]
     for _ in range(_iterators_before(start, cfg, train_ds)):
         iter(train_ds)  # draws the next epoch's shuffle order and augmentation seeds
     if averaged is not None:
