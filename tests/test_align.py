@@ -318,6 +318,49 @@ def test_fixed_rate_grid():
         fixed_rate_grid(0, 1, 0)
 
 
+def test_fixed_rate_grid_never_wraps_past_int64():
+    """A step past INT64_MAX used to wrap to a negative time that passed ``< stop``."""
+    end = 2**63 - 1
+    np.testing.assert_array_equal(fixed_rate_grid(end - 100, end, 10**7), [end - 100])
+    np.testing.assert_array_equal(fixed_rate_grid(end - 100, end, 2.5e7),
+                                  [end - 100, end - 60, end - 20])
+    np.testing.assert_array_equal(fixed_rate_grid(0, 10**9, 1e-30), [0])  # 1e39 ns step
+    g = fixed_rate_grid(-(2**63) + 1, end, 1e-9)  # one point per ~1e18 ns over the full range
+    assert g.size == 19 and (np.diff(g) > 0).all() and g[0] == -(2**63) + 1
+
+
+def test_datetime64_outside_the_ns_range_is_refused_not_wrapped():
+    """datetime64[s] after 2262 used to wrap into 1715 and pick the wrong sample silently."""
+    t = np.array(["2300-01-01T00:00:00", "2300-01-01T00:00:10"], "datetime64[s]")
+    ref = np.array(["2300-01-01T00:00:08"], "datetime64[s]")
+    want = pd.merge_asof(pd.DataFrame({"t": ref}), pd.DataFrame({"t": t, "v": [1.0, 2.0]}),
+                         on="t", direction="nearest")["v"].tolist()
+    assert want == [2.0]  # pandas keeps seconds; int64 ns cannot hold these times
+    with pytest.raises(ValueError, match="timestamps holds 2300-01-01T00:00:00, outside the"):
+        align(t, [1.0, 2.0], ref.astype("datetime64[ns]"), "nearest")  # gave 1.0 before
+    with pytest.raises(ValueError, match="reference holds 2300-01-01T00:00:08, outside the"):
+        align(np.array(["2262-01-01"], "datetime64[ns]"), [1.0], ref, "nearest")
+    # in range: coarse units are converted exactly and agree with pandas
+    t = np.array(["2262-04-11T23:47:00", "2262-04-11T23:47:16"], "datetime64[s]")
+    ref = np.array(["2262-04-11T23:47:09", "2262-04-11T23:47:07"], "datetime64[s]")
+    got = align(t, [1.0, 2.0], ref, "nearest")
+    right = pd.DataFrame({"t": t.astype("datetime64[ns]"), "v": [1.0, 2.0]})
+    values, mask = _merge_asof(right, ["v"], ref.astype("datetime64[ns]"), "nearest", None)
+    _assert_same(got, values, mask)
+    assert got.values[:, 0].tolist() == [2.0, 1.0]
+
+
+def test_float32_times_are_widened_exactly_not_compared_in_float32():
+    """Documented divergence: pandas rounds the tolerance to float32 and keeps this step."""
+    t, ref = np.array([0.1], np.float32), np.array([0.2], np.float32)
+    want = pd.merge_asof(pd.DataFrame({"t": ref}), pd.DataFrame({"t": t, "v": [1.0]}), on="t",
+                         tolerance=0.1)["v"].tolist()
+    assert want == [1.0]  # float32(0.2) - float32(0.1) == float32(0.1) <= float32(0.1)
+    assert float(ref[0]) - float(t[0]) == 0.10000000149011612 > 0.1  # the exact distance
+    assert not align(t, [1.0], ref, "previous", tolerance=0.1).mask[0]
+    assert align(t, [1.0], ref, "previous", tolerance=0.1000000015).mask[0]
+
+
 def test_align_streams():
     ref = np.array([0, 10, 20], np.int64)
     streams = {"acc": (np.array([1, 11], np.int64), [[1.0, 2.0], [3.0, 4.0]]),
@@ -357,6 +400,20 @@ def test_align_streams():
         ({"tolerance": np.timedelta64("NaT")}, "tolerance is NaT"),
         ({"method": "mean", "reference": np.array([0, 2**62, 2**63 - 1], np.int64)},
          "reference: the last window ends at"),
+        # found by the adversarial audit: these used to crash obscurely or pass silently
+        ({"timestamps": np.array([["2020-01-01", "2020-01-02"]], "datetime64[ns]")},
+         r"timestamps must be 1-D \[N\], got shape \(1, 2\)"),  # was numpy's "too deep"
+        ({"reference": np.datetime64("2020-01-01", "ns")},
+         r"reference must be 1-D \[N\], got shape \(\)"),  # was an IndexError
+        ({"tolerance": np.timedelta64(200_000, "D")},  # was "tolerance must be >= 0"
+         "tolerance holds 200000 days, outside the int64 nanosecond range"),
+        ({"offset": np.timedelta64(200_000, "D")},  # was silently wrapped to -1.2e18 ns
+         "offset holds 200000 days, outside the int64 nanosecond range"),
+        ({"timestamps": np.array([0.0, 1.0]), "reference": np.array([0.5]), "tolerance": 10**400},
+         "tolerance must be finite, got an integer too large"),  # was OverflowError
+        ({"timestamps": np.array([0.0, 1e308]), "reference": np.array([0.5]), "offset": 1e308},
+         "offset=1e[+]308 pushes timestamps past the float64 range"),  # was a sample at +inf
+        ({"values": np.array([1 + 2j, 3j])}, "values are complex"),  # imaginary part was dropped
     ],
 )
 def test_value_errors_say_what_is_wrong(kwargs, message):

@@ -323,6 +323,47 @@ def test_center_false_needs_n_fft_samples() -> None:
     ).shape[1] == 1
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_samples_are_refused_like_librosa(bad: float) -> None:
+    """A NaN sample used to turn the whole clip into NaN (top_db) where librosa raises."""
+    y = np.random.default_rng(0).normal(0, 0.1, SR).astype(np.float32)
+    y[100] = bad
+    with pytest.raises(librosa.util.exceptions.ParameterError, match="not finite"):
+        librosa.feature.melspectrogram(y=y, sr=SR, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS)
+    for layer in (LogMelSpectrogram(SR, N_FFT, HOP, N_MELS), Mfcc(sample_rate=SR),
+                  LogMelAndKurtosis(sample_rate=SR)):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="input has NaN or inf samples"):
+            layer(y[None])
+    fn = tf.function(LogMelSpectrogram(log=False),
+                     input_signature=[tf.TensorSpec([None, None], tf.float32)])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="input has NaN or inf samples"):
+        fn(y[None])
+    assert np.isfinite(fn(np.nan_to_num(y, posinf=0, neginf=0)[None]).numpy()).all()
+
+
+@pytest.mark.parametrize(("pad_mode", "shortest"), [("reflect", 129), ("symmetric", 128),
+                                                    ("edge", 1)])
+def test_pad_modes_minimum_length(pad_mode: str, shortest: int) -> None:
+    """The shortest clip each pad mode mirrors from matches librosa; one sample less is refused
+    by name (it used to fail inside MirrorPad, or give 0 frames against num_frames' 1 for edge).
+    """
+    y = np.random.default_rng(1).normal(0, 0.1, shortest)
+    layer = LogMelSpectrogram(SR, N_FFT, HOP, N_MELS, pad_mode=pad_mode, log=False)
+    ours = layer(y[None].astype(np.float32)).numpy()[0]
+    assert ours.shape == (layer.num_frames(shortest), N_MELS) == (1 + shortest // HOP, N_MELS)
+    assert _mel_rel_err(ours, _librosa_mel(y, pad_mode=pad_mode)) < MEL_RTOL
+    message = f"pad_mode='{pad_mode}' with n_fft=256 needs {shortest}\\+ samples"
+    with pytest.raises(ValueError, match=f"{message}, got {shortest - 1}: pad the audio"):
+        layer(np.zeros((1, shortest - 1), np.float32))
+    with pytest.raises(ValueError, match=message):
+        layer.compute_output_shape((None, shortest - 1))
+    fn = tf.function(layer, input_signature=[tf.TensorSpec([None, None], tf.float32)])
+    graph_message = f"with n_fft=256 needs {shortest}\\+ samples per example"  # quotes escaped
+    with pytest.raises(tf.errors.InvalidArgumentError, match=graph_message):
+        fn(tf.zeros((1, shortest - 1)))
+    np.testing.assert_allclose(fn(y[None].astype(np.float32)).numpy()[0], ours, rtol=1e-6)
+
+
 def test_default_top_db_is_librosas_80(clips: list[np.ndarray]) -> None:
     assert LogMelSpectrogram().top_db == Mfcc().top_db == 80.0
     y = np.concatenate([clips[0], np.zeros(4000)])  # silence: floored at peak - 80 dB

@@ -12,7 +12,10 @@ Time units
     int64 ns. Mixing integer and float timelines raises ValueError. With int64 timestamps,
     ``tolerance`` and ``offset`` must be whole numbers. ``tolerance`` and ``offset`` may also be
     durations (``np.timedelta64``, ``datetime.timedelta``, ``pd.Timedelta``): whole ns on an
-    int64 timeline, seconds on a float one.
+    int64 timeline, seconds on a float one. Datetimes and durations that do not fit int64 ns
+    (e.g. ``datetime64[s]`` after 2262) raise ValueError instead of wrapping around. Narrower
+    floats (float32) are widened exactly to float64, so distances are exact; pandas.merge_asof
+    on float32 keys compares in float32 and can differ by one float32 ulp at a tolerance edge.
 
 NaT
     pandas and numpy turn NaT into INT64_MIN when a datetime column becomes int64. Such a
@@ -121,17 +124,18 @@ def fixed_rate_grid(start: float, stop: float, rate: float) -> np.ndarray:
         n = int(np.ceil((stop_v - start_v) * rate)) + 1
         grid = start_v + np.arange(n) / rate
         return grid[grid < stop_v]
-    span = stop_v - start_v
+    span = stop_v - start_v  # < 2**64: offsets from start are exact as uint64
     if rate.is_integer():
         r = int(rate)
         n = -(-span * r // 10**9) + 1
-        k = np.arange(n, dtype=np.int64)
+        k = np.arange(n, dtype=np.uint64)
         steps = (k * (2 * 10**9) + r) // (2 * r)  # round half up, exact integer arithmetic
     else:
         n = int(np.ceil(span * rate / 1e9)) + 1
-        steps = np.rint(np.arange(n) * 1e9 / rate).astype(np.int64)
-    grid = np.int64(start_v) + steps
-    return grid[grid < stop_v]
+        steps = np.rint(np.arange(n) * 1e9 / rate)
+        steps = steps[steps < 2.0**64].astype(np.uint64)  # a step past 2**64 is past stop
+    steps = steps[steps < np.uint64(span)]  # start + step < stop <= INT64_MAX: no overflow
+    return (np.uint64(start_v % 2**64) + steps).view(np.int64)
 
 
 def align(
@@ -242,12 +246,25 @@ def align_streams(
     return out
 
 
+def _ns(name: str, a: np.ndarray) -> np.ndarray:
+    """datetime64 / timedelta64 -> int64 ns; a value the cast would wrap raises ValueError."""
+    ns = a.astype(f"{a.dtype.kind}8[ns]")
+    if np.datetime_data(a.dtype)[0] not in ("ps", "fs", "as"):  # coarser than ns: may wrap
+        wrapped = (ns.astype(a.dtype) != a) & ~np.isnat(a)
+        if wrapped.any():
+            raise ValueError(
+                f"{name} holds {a[wrapped].flat[0]}, outside the int64 nanosecond range "
+                "(1677-09-21 to 2262-04-11 as datetimes, about 292 years as durations)"
+            )
+    return ns.view(np.int64)
+
+
 def _times(name: str, arr: ArrayLike) -> np.ndarray:
     a = np.asarray(arr)
-    if a.dtype.kind == "M":
-        return a.astype("datetime64[ns]").view(np.int64)
     if a.ndim != 1:
         raise ValueError(f"{name} must be 1-D [N], got shape {a.shape}; pass a flat array")
+    if a.dtype.kind == "M":
+        return _ns(name, a)
     if a.dtype.kind == "u":
         if a.size and a.max() > np.iinfo(np.int64).max:
             raise ValueError(f"{name} has values beyond the int64 range")
@@ -263,6 +280,8 @@ def _times(name: str, arr: ArrayLike) -> np.ndarray:
 
 
 def _values(values: ArrayLike, n: int) -> np.ndarray:
+    if np.iscomplexobj(values):
+        raise ValueError("values are complex; align the real and imaginary parts as 2 channels")
     try:
         x = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError) as err:
@@ -283,6 +302,8 @@ def _finite_float(name: str, v: Any) -> float:
         f = float(v)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{name} must be a number, got {v!r}") from err
+    except OverflowError as err:  # a Python int beyond float64
+        raise ValueError(f"{name} must be finite, got an integer too large for float64") from err
     if not np.isfinite(f):
         raise ValueError(f"{name} must be finite, got {v!r}")
     return f
@@ -297,7 +318,7 @@ def _duration_ns(name: str, v: datetime.timedelta | np.timedelta64) -> int:
         v = asm8
     if np.isnat(v):
         raise ValueError(f"{name} is NaT; pass a duration or None")
-    return int(v.astype("timedelta64[ns]").astype(np.int64))
+    return int(_ns(name, np.asarray(v)))
 
 
 def _scalar(name: str, v: Any, integer: bool) -> int | float:
@@ -345,7 +366,12 @@ def _prepare(
                 "int64 nanosecond range; check the offset's unit (ns) and sign"
             )
     if off:
-        t = t + (np.int64(off) if integer else off)
+        with np.errstate(over="ignore"):  # a float overflow is refused just below
+            t = t + (np.int64(off) if integer else off)
+        if not integer and not np.isfinite(t).all():
+            raise ValueError(
+                f"offset={off} pushes timestamps past the float64 range; check its unit and sign"
+            )
     if t.size < 2 or (t[1:] > t[:-1]).all():  # sorted, no duplicates
         return t, x
     if not (t[1:] >= t[:-1]).all():

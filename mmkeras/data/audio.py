@@ -39,7 +39,9 @@ of out-of-band to in-band energy: a pure 12 kHz tone with ``fmax=8000`` at 44.1 
 (n_fft=2048) gives 4.6e-4 (up to ~1e-3 over tone frequencies and amplitudes; 3e-6 with a
 float64 STFT, which is not the mel projection's doing: the filterbank weights are exact in
 float32). The tests hold that case to 2e-3; low-pass or resample such recordings first when the
-1e-4 bound matters.
+1e-4 bound matters. They also need amplitudes far above float32's subnormal range: white noise
+of RMS 1e-16 (far below 16-bit PCM's 3e-5 step) gives 1.6e-4 and RMS 1e-18 flushes the mel
+power to 0 (in dB both sit on the ``amin=1e-10`` floor, as in librosa).
 
 Input scaling. Float input is used as is (expected in [-1, 1]). ``int16`` input is PCM and is
 scaled by 1/32768, as `decode_wav`, soundfile and librosa do; other integer dtypes are refused
@@ -175,17 +177,19 @@ class LogMelSpectrogram(keras.layers.Layer):
     Matches librosa 0.11 (see the module docstring): periodic Hann window of length ``n_fft``,
     ``center=True`` pads ``n_fft // 2`` samples each side with ``pad_mode`` (one of
     ``"constant"`` (zeros, librosa's default), ``"edge"``, ``"reflect"``, ``"symmetric"``;
-    reflect/symmetric need ``samples > n_fft // 2``), ``frames = 1 + samples // hop_length``
-    when centred (even ``n_fft``), Slaney mel filterbank. ``log=True`` returns
-    ``10 * log10(max(S, amin))`` (``power_to_db(ref=1.0)``), floored at ``top_db`` below each
-    example's maximum when ``top_db`` is set; ``log=False`` returns the mel power ``S``
-    (``|STFT| ** power`` through the filterbank). ``top_db`` defaults to 80 like `Mfcc` and
-    ``librosa.power_to_db`` (it used to default to None; saved models keep the value they were
-    built with). ``int16`` input is scaled by 1/32768, other integer dtypes are refused
-    (module docstring). ``center=False`` needs at least ``n_fft`` samples (ValueError when the
-    length is static, a failed assertion at run time otherwise). ``0 <= fmin < fmax <=
-    sample_rate / 2``. The computation is always float32, whatever the dtype policy;
-    TensorFlow backend only.
+    ``"edge"`` needs 1 sample, ``"reflect"`` ``n_fft // 2 + 1``, ``"symmetric"`` ``n_fft // 2``),
+    ``frames = 1 + samples // hop_length`` when centred (even ``n_fft``), Slaney mel filterbank.
+    ``log=True`` returns ``10 * log10(max(S, amin))`` (``power_to_db(ref=1.0)``), floored at
+    ``top_db`` below each example's maximum when ``top_db`` is set; ``log=False`` returns the
+    mel power ``S`` (``|STFT| ** power`` through the filterbank). ``top_db`` defaults to 80 like
+    `Mfcc` and ``librosa.power_to_db`` (it used to default to None; saved models keep the
+    value they were built with). ``int16`` input is scaled by 1/32768, other integer dtypes are
+    refused (module docstring). ``center=False`` needs at least ``n_fft`` samples (ValueError
+    when the length is static, a failed assertion at run time otherwise; the same for the pad
+    modes' minimum lengths). NaN or inf samples fail an assertion (InvalidArgumentError), as
+    librosa refuses them (ParameterError), instead of turning the clip into NaN.
+    ``0 <= fmin < fmax <= sample_rate / 2``. The computation is always float32, whatever the
+    dtype policy; TensorFlow backend only.
 
     Example:
         >>> wave = keras.Input(shape=(8000,))
@@ -254,12 +258,15 @@ class LogMelSpectrogram(keras.layers.Layer):
     def mel_power(self, inputs: tf.Tensor) -> tf.Tensor:
         """Mel power ``[batch, frames, n_mels]`` (the ``log=False`` output)."""
         x = _float_audio(self, inputs)
-        if not self.center:
-            self.num_frames(x.shape[-1])  # a static length shorter than n_fft raises here
-            tf.debugging.assert_greater_equal(
-                tf.shape(x)[-1], self.n_fft,
-                message=f"center=False needs at least n_fft={self.n_fft} samples per example",
-            )
+        need, rule = self._length_rule()
+        self.num_frames(x.shape[-1])  # a static length that is too short raises here
+        checks = [
+            tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(x)), [
+                f"{type(self).__name__} input has NaN or inf samples: drop or repair them"]),
+            tf.debugging.assert_greater_equal(tf.shape(x)[-1], need, message=f"{rule} per example"),
+        ]
+        with tf.control_dependencies([c for c in checks if c is not None]):  # None when eager
+            x = tf.identity(x)  # the checks run before the padding can fail on its own terms
         if self.center:
             x = self._pad(x)
         frames = tf.signal.frame(x, self.n_fft, self.hop_length) * self._window
@@ -280,15 +287,22 @@ class LogMelSpectrogram(keras.layers.Layer):
         mel = self.mel_power(inputs)
         return self._to_db(mel) if self.log else mel
 
+    def _length_rule(self) -> tuple[int, str]:
+        """Fewest samples per example the framing accepts, and the rule in words."""
+        if not self.center:
+            return self.n_fft, f"center=False needs at least n_fft={self.n_fft} samples"
+        half = self.n_fft // 2
+        need = {"constant": 0, "edge": 1, "reflect": half + 1, "symmetric": half}[self.pad_mode]
+        return need, f"pad_mode={self.pad_mode!r} with n_fft={self.n_fft} needs {need}+ samples"
+
     def num_frames(self, samples: int | None) -> int | None:
         """Number of output frames for ``samples`` input samples (None if unknown)."""
         if samples is None:
             return None
-        if not self.center and samples < self.n_fft:
-            raise ValueError(
-                f"center=False needs at least n_fft={self.n_fft} samples, got {samples}: pad "
-                "the audio (pad_or_crop) or use center=True"
-            )
+        need, rule = self._length_rule()
+        if samples < need:
+            fix = "pad_mode='constant'" if self.center else "center=True"
+            raise ValueError(f"{rule}, got {samples}: pad the audio (pad_or_crop) or use {fix}")
         padded = samples + 2 * (self.n_fft // 2) if self.center else samples
         return 1 + (padded - self.n_fft) // self.hop_length
 
