@@ -249,7 +249,7 @@ def align_streams(
 def _ns(name: str, a: np.ndarray) -> np.ndarray:
     """datetime64 / timedelta64 -> int64 ns; a value the cast would wrap raises ValueError."""
     ns = a.astype(f"{a.dtype.kind}8[ns]")
-    if np.datetime_data(a.dtype)[0] not in ("ps", "fs", "as"):  # coarser than ns: may wrap
+    if np.datetime_data(a.dtype)[0] not in ("ns", "ps", "fs", "as"):  # coarser: may wrap
         wrapped = (ns.astype(a.dtype) != a) & ~np.isnat(a)
         if wrapped.any():
             raise ValueError(
