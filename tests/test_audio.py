@@ -341,6 +341,7 @@ def test_non_finite_samples_are_refused_like_librosa(bad: float) -> None:
     assert np.isfinite(fn(np.nan_to_num(y, posinf=0, neginf=0)[None]).numpy()).all()
 
 
+@pytest.mark.filterwarnings("ignore:n_fft=256 is too large:UserWarning")  # librosa, on purpose
 @pytest.mark.parametrize(("pad_mode", "shortest"), [("reflect", 129), ("symmetric", 128),
                                                     ("edge", 1)])
 def test_pad_modes_minimum_length(pad_mode: str, shortest: int) -> None:
