@@ -12,6 +12,20 @@ import mmkeras  # noqa: F401  (resolves MMKERAS_DATA_DIR / MMKERAS_CACHE to abso
 TINY_MACHINE = {"n_machines": 8, "runs_per_machine": 2, "duration_s": 14.0, "progress": False}
 
 
+def tensorboard_scalars(log_dir: Path) -> dict[tuple[str, str], list[tuple[int, float]]]:
+    """``(split, tag) -> [(step, value), ...]`` from the event files under ``log_dir/<split>``."""
+    import tensorflow as tf
+
+    seen: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    for split in ("train", "validation"):
+        for file in sorted((log_dir / split).glob("events.out.tfevents.*")):
+            for event in tf.compat.v1.train.summary_iterator(str(file)):
+                for value in event.summary.value:
+                    seen.setdefault((split, value.tag), []).append(
+                        (event.step, float(tf.make_ndarray(value.tensor))))
+    return seen
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """``$MMKERAS_DATA_DIR`` (absolute); fails (never skips) when it is unset or missing."""

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from mmkeras.training.callbacks import MANIFEST, read_history_csv
-from tests.conftest import TINY_MACHINE
+from tests.conftest import TINY_MACHINE, tensorboard_scalars
 
 EPOCHS = 3
 # verbose=2: one line per epoch ("Epoch 2/3"); single-line error checks pass verbose=1, which
@@ -88,7 +88,8 @@ def _assert_finished(out: Path) -> None:
     assert epochs == list(range(EPOCHS)), epochs  # one row per epoch, none twice
     losses = read_history_csv(out / "history.csv")["loss"]
     assert all(math.isfinite(v) for v in losses)
-    points = _tensorboard_losses(out)  # TensorBoard: one point per kept epoch, as history.csv
+    # TensorBoard: one point per kept epoch, as history.csv
+    points = tensorboard_scalars(out / "tensorboard")[("train", "epoch_loss")]
     assert [step for step, _ in points] == list(range(EPOCHS)), points
     assert [value for _, value in points] == pytest.approx(losses)
     export = out / "export" / "mmkeras_model" / "1"
@@ -99,18 +100,6 @@ def _assert_finished(out: Path) -> None:
     assert not list(out.rglob(".tmp-*"))
     assert not list((out / "export").glob(".mmkeras-tmp/*"))  # export_run's temporary builds
     assert json.loads((out / "metrics.json").read_text())["num_examples"] > 0
-
-
-def _tensorboard_losses(out: Path) -> list[tuple[int, float]]:
-    """(step, value) of every ``epoch_loss`` point in the run's TensorBoard training logs."""
-    import tensorflow as tf
-
-    points = []
-    for file in sorted((out / "tensorboard" / "train").glob("events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(str(file)):
-            points += [(event.step, float(tf.make_ndarray(v.tensor)))
-                       for v in event.summary.value if v.tag == "epoch_loss"]
-    return points
 
 
 def _csv_column(path: Path, name: str) -> list[str]:

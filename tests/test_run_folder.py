@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -33,6 +32,7 @@ from mmkeras.training.runfiles import (
     write_state,
 )
 from mmkeras.training.trainer import _optimizer
+from tests.conftest import tensorboard_scalars
 
 
 def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
@@ -238,17 +238,6 @@ def test_epoch_scalars_are_tensorboard_events(tmp_path):
     assert seen[("train", "epoch_loss")] == [0, 1] == seen[("validation", "epoch_loss")]
 
 
-def _scalars(log_dir: Path) -> dict[tuple[str, str], list[tuple[int, float]]]:
-    seen: dict[tuple[str, str], list[tuple[int, float]]] = {}
-    for split in ("train", "validation"):
-        for file in sorted((log_dir / split).glob("events.out.tfevents.*")):
-            for event in tf.compat.v1.train.summary_iterator(str(file)):
-                for value in event.summary.value:
-                    seen.setdefault((split, value.tag), []).append(
-                        (event.step, float(tf.make_ndarray(value.tensor))))
-    return seen
-
-
 def test_rebuilt_scalars_hold_each_kept_epoch_once(tmp_path):
     """A resumed run's TensorBoard files equal its kept history: the epochs a killed run logged
     and its resume redoes are not shown twice."""
@@ -262,11 +251,11 @@ def test_rebuilt_scalars_hold_each_kept_epoch_once(tmp_path):
     resumed.rebuild(rows)
     resumed.on_epoch_end(2, {"loss": 7.0, "val_loss": 8.0})  # epoch 2, redone
     resumed.on_train_end()
-    seen = _scalars(tmp_path)
+    seen = tensorboard_scalars(tmp_path)
     assert seen[("train", "epoch_loss")] == [(0, 10.0), (1, 11.0), (2, 7.0)]
     assert seen[("validation", "epoch_loss")] == [(0, 20.0), (1, 21.0), (2, 8.0)]
     EpochScalars(tmp_path).rebuild([])  # a fresh start: no point left
-    assert _scalars(tmp_path) == {}
+    assert tensorboard_scalars(tmp_path) == {}
 
 
 @pytest.mark.parametrize("overrides, replicas, at_0, at_end", [

@@ -127,6 +127,11 @@ def _assert(condition: tf.Tensor, message: str, *values: tf.Tensor) -> tf.Operat
     return tf.debugging.Assert(condition, [text], name="input_check")
 
 
+def _same_batch(name: str, x: tf.Tensor, batch: tf.Tensor) -> tf.Operation:
+    return _assert(tf.equal(tf.shape(x)[0], batch), f"input {name}: batch size {{}} differs "
+                   "from the other inputs ({})", tf.shape(x)[0], batch)
+
+
 def _per_example(ok: tf.Tensor, rank: int) -> tf.Tensor:
     return tf.reduce_all(ok, axis=list(range(1, rank + 1))) if rank else ok
 
@@ -159,9 +164,7 @@ def check_modality(
                               "received shape {}", tf.shape(x)))
         with tf.control_dependencies(checks):
             x = tf.ensure_shape(tf.identity(x), [None, *c.shape])
-    checks = [_assert(tf.equal(tf.shape(x)[0], batch),
-                      f"input {c.name}: batch size {{}} differs from the other inputs ({{}})",
-                      tf.shape(x)[0], batch)]
+    checks = [_same_batch(c.name, x, batch)]
     if not x.dtype.is_floating:
         with tf.control_dependencies(checks):
             return tf.identity(x), present
@@ -278,8 +281,7 @@ def _checked_flags(name: str, present: tf.Tensor, batch: tf.Tensor) -> tf.Tensor
     (a flag of 0.5, 7 or NaN has no meaning; the model must not guess one)."""
     valid = tf.reduce_all(tf.logical_or(tf.equal(present, 0.0), tf.equal(present, 1.0)), axis=1)
     checks = [
-        _assert(tf.equal(tf.shape(present)[0], batch), f"input {name}_present: batch size {{}} "
-                "differs from the other inputs ({})", tf.shape(present)[0], batch),
+        _same_batch(f"{name}_present", present, batch),
         _assert(tf.reduce_all(valid), f"input {name}_present: flags must be 0 (absent) or 1 "
                 "(present); other values in examples {}", tf.where(tf.logical_not(valid))[:, 0]),
     ]
