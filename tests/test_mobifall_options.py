@@ -117,7 +117,7 @@ def test_shipped_loso_config_sets_the_chosen_options() -> None:
     args = resolve_config(path).dataset_args
     assert args["ori_channels"] == ["pitch_sin", "roll_sin"] and args["magnitude"] is True
     assert args["rotate_copies"] == 1 and args["rotate_deg"] == 45.0
-    assert args["fall_margin_s"] == 0.5
+    assert args["fall_margin_s"] == 0.5 and args["val_subjects"] == 2
     old = resolve_config(path, ["dataset_args.fall_margin_s=null",
                                 "dataset_args.ori_channels=null", "dataset_args.magnitude=false",
                                 "dataset_args.rotate_copies=0"]).dataset_args
