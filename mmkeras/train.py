@@ -124,11 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     from mmkeras.data.quarantine import DataError
     from mmkeras.serving.export import ExportError
     from mmkeras.training.callbacks import NonFiniteLossError
+    from mmkeras.training.interrupt import catch_interrupts
     from mmkeras.training.runfiles import RunFolderError
     from mmkeras.training.trainer import train
 
     try:
-        result = train(cfg, overwrite=args.overwrite)
+        with catch_interrupts():
+            result = train(cfg, overwrite=args.overwrite)
     except (RunFolderError, ConfigError) as err:  # ConfigError: a value the dataset refuses
         print(one_line(err), file=sys.stderr)
         return 2

@@ -53,6 +53,7 @@ from mmkeras.training.callbacks import (
     NonFiniteLossError,
     RunBackup,
 )
+from mmkeras.training.interrupt import StopOnInterrupt, raise_if_interrupted
 from mmkeras.training.metrics import classification_metrics
 from mmkeras.training.plots import plot_confusion, plot_history
 from mmkeras.training.runfiles import (
@@ -249,7 +250,7 @@ def _fit(cfg: Config, dataset: MultimodalDataset, strategy: tf.distribute.Strate
         scalars = EpochScalars(run_dir / "tensorboard")
         scalars.rebuild(backup.rows)
         callbacks.append(scalars)
-    callbacks += [c for c in (averaged, early, backup) if c is not None]
+    callbacks += [c for c in (averaged, early, backup) if c is not None] + [StopOnInterrupt()]
     for _ in range(_iterators_before(start, cfg, train_ds)):
         iter(train_ds)  # draws the next epoch's shuffle order and augmentation seeds
     if averaged is not None:
@@ -422,6 +423,7 @@ def _train_in(cfg: Config, dataset: MultimodalDataset | None, strategy: tf.distr
             with atomic_path(run_dir / "history.png") as tmp:
                 plot_history(history, tmp)
             write_state(run_dir, "trained")
+            raise_if_interrupted()  # a Ctrl-C Python swallowed: stop here, resumable
         else:
             from mmkeras.evaluation.run_folder import load_run_model
 
@@ -430,6 +432,7 @@ def _train_in(cfg: Config, dataset: MultimodalDataset | None, strategy: tf.distr
         if stage <= STAGES.index("trained"):
             metrics = _evaluate(cfg, dataset, model, replicas, run_dir)
             write_state(run_dir, "evaluated")
+            raise_if_interrupted()
         else:
             metrics = saved
         export_dir = _exported(run_dir, cfg)
