@@ -258,6 +258,27 @@ def test_rest_and_grpc_round_trips_agree_with_the_signature(server, loaded, exam
     assert np.abs(labelled["probabilities"] - want).max() < 1e-5
 
 
+def test_an_example_with_no_modality_present_gets_400(server, loaded, examples, presence):
+    """Every modality absent in an example leaves the model no evidence: 400 / INVALID_ARGUMENT
+    naming the example, on both protocols, and the server keeps serving."""
+    assert presence, "the default config trains with modality dropout, so flags exist"
+    proc, client = server
+    zeros = np.zeros((2, 1), np.float32)
+    flags = {f"{m}_present": zeros for m in MODALITIES}
+    flags["audio_present"] = np.array([[1.0], [0.0]], np.float32)
+    for protocol, code in [("rest", 400), ("grpc", "INVALID_ARGUMENT")]:
+        with pytest.raises(ServingError, match=r"no modality is present in examples \[1\]: "
+                           "each example needs at least one of vibration, audio") as info:
+            client.predict({**_raw(examples, 2), **flags}, protocol=protocol)
+        assert info.value.status == code
+    flags["notes_present"] = np.array([[0.0], [1.0]], np.float32)
+    want = _probabilities(loaded, _inputs(loaded, examples, 2, **flags))
+    for protocol in ("rest", "grpc"):
+        out = client.predict({**_raw(examples, 2), **flags}, protocol=protocol)
+        assert np.abs(out["probabilities"] - want).max() < 1e-5
+    assert proc.poll() is None
+
+
 def test_encoded_wav_signature_over_both_protocols(server, loaded, examples):
     _, client = server
     inputs = _raw(examples)

@@ -164,3 +164,31 @@ def test_presence_flags_other_than_0_or_1_are_refused(exported, flag, problem):
         loaded.signatures["serving_default"](
             audio=tf.constant(ex["audio"][:2]), environment=tf.constant(ex["environment"][:2]),
             audio_present=tf.constant(flag, tf.float32), environment_present=tf.ones((2, 1)))
+
+
+@pytest.mark.parametrize("case", ["flags", "nan-and-omitted", "empty-wav-and-flag"])
+def test_an_example_with_no_modality_present_is_refused(exported, case):
+    """With every modality absent the model has no evidence: InvalidArgument (HTTP 400) naming
+    the example, whether absence comes from flags, invalid values, omission or empty bytes."""
+    loaded, _, ex = exported
+    audio, env = ex["audio"][:3].copy(), ex["environment"][:3]
+    ones = np.ones((3, 1), np.float32)
+    if case == "flags":
+        out = dict(signature="serving_default", audio=audio, environment=env,
+                   audio_present=np.array([[1], [0], [0]], np.float32),
+                   environment_present=np.array([[1], [0], [1]], np.float32))
+    elif case == "nan-and-omitted":
+        audio[2, 0] = np.nan
+        out = dict(signature="serving_default", audio=audio,
+                   environment=np.zeros((3, 0, 0), np.float32), audio_present=ones,
+                   environment_present=ones)
+    else:
+        wavs = [encode_wav(audio[0], 8000), encode_wav(audio[1], 8000), b""]
+        out = dict(signature="serving_bytes", audio_wav=np.array(wavs, dtype=object),
+                   environment=env, audio_present=ones,
+                   environment_present=np.array([[0], [0], [0]], np.float32))
+    fn = loaded.signatures[out.pop("signature")]
+    want = (r"no modality is present in examples \[%s\]: each example needs at least one of "
+            r"audio, environment" % ("1" if case == "flags" else "2"))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=want):
+        fn(**{k: tf.constant(v) for k, v in out.items()})

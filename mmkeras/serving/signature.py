@@ -322,6 +322,8 @@ def make_serving_fn(
             feed[name] = x
             if present is not None:
                 feed[f"{name}_present"] = present
+        if all(f"{n}_present" in feed for n in contracts):
+            feed = _some_modality_present(feed, list(contracts))
         out = model(feed, training=False)
         if isinstance(out, dict):
             result = {k: v for k, v in out.items() if k != "probabilities"}
@@ -334,6 +336,19 @@ def make_serving_fn(
         return result
 
     return serve
+
+
+def _some_modality_present(feed: dict[str, tf.Tensor], names: list[str]) -> dict[str, tf.Tensor]:
+    """``feed`` once each example has a present modality, else ``InvalidArgument``: with every
+    modality absent, the model has no evidence and its answer would be a made-up class."""
+    flags = tf.concat([feed[f"{n}_present"] for n in names], axis=1)
+    none = tf.where(tf.reduce_all(tf.equal(flags, 0.0), axis=1))[:, 0]
+    check = _assert(tf.equal(tf.size(none), 0), "no modality is present in examples {}: each "
+                    f"example needs at least one of {', '.join(names)} (a modality counts as "
+                    "absent when its _present flag is 0, its tensor is empty, or its values are "
+                    "NaN, infinite or out of range)", none)
+    with tf.control_dependencies([check]):
+        return {k: tf.identity(v) for k, v in feed.items()}
 
 
 def _silent_stand_in(c: InputContract) -> bytes:
