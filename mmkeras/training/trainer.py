@@ -442,6 +442,7 @@ def _train_in(cfg: Config, dataset: MultimodalDataset | None, strategy: tf.distr
             export_dir = export_run(run_dir, version=cfg.model_version, model=model,
                                     atol=EXPORT_ATOL[cfg.mixed_precision],
                                     log=print if cfg.verbose else lambda *_: None)
+            raise_if_interrupted()  # placed and validated: the same command then ends "done"
         write_state(run_dir, "done")
     finally:
         keras.mixed_precision.set_dtype_policy(policy)
