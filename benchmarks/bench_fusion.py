@@ -16,8 +16,9 @@ then over every (fold, seed) run. ``--val-only`` runs the training stage alone (
 no export) and tables the kept epoch's validation loss and accuracy: choosing settings by
 cross-validation without reading the test split.
 
-Finished runs are appended to ``<out>.runs.jsonl`` and reused when the same command is run
-again, so a long benchmark can be stopped and continued; ``--cached-only`` trains nothing and
+Finished runs are appended to the ``.runs.jsonl`` file beside ``--out`` (``fusion.md`` ->
+``fusion.runs.jsonl``) and reused when the same command is run again, so a long benchmark can
+be stopped and continued; ``--cached-only`` trains nothing and
 tables the finished runs (the ``runs`` column says how many each model has). A fusion whose
 model cannot be built with the config (``early_timeline`` on images; an early or late fusion
 when the config trains unimodal heads) is listed under "Not run" with the reason, and the other
@@ -91,7 +92,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work", help="folder for the run folders (default: a temporary one)")
     p.add_argument("--out", default="fusion_benchmark.md", help="markdown table to write")
     p.add_argument("--cached-only", action="store_true",
-                   help="train nothing: summarise the runs of <out>.runs.jsonl that match")
+                   help="train nothing: summarise the matching runs of the .runs.jsonl file "
+                        "beside --out (fusion.md -> fusion.runs.jsonl)")
     return p.parse_args(argv)
 
 
@@ -327,7 +329,7 @@ def summary_lines(rows: list[dict], chosen: str | None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark and write ``--out`` (markdown) and ``<out>.runs.jsonl``."""
+    """Run the benchmark and write ``--out`` (markdown) and its ``.runs.jsonl`` run log."""
     from data_pipelines import load_dataset
 
     args = parse_args(argv)
