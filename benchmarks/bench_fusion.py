@@ -18,8 +18,8 @@ cross-validation without reading the test split.
 
 Finished runs are appended to the ``.runs.jsonl`` file beside ``--out`` (``fusion.md`` ->
 ``fusion.runs.jsonl``) and reused when the same command is run again, so a long benchmark can
-be stopped and continued; ``--cached-only`` trains nothing and
-tables the finished runs (the ``runs`` column says how many each model has). A fusion whose
+be stopped and continued; ``--cached-only`` trains nothing and tables the finished runs (the
+``runs`` column says how many each model has). A fusion whose
 model cannot be built with the config (``early_timeline`` on images; an early or late fusion
 when the config trains unimodal heads) is listed under "Not run" with the reason, and the other
 runs go on.

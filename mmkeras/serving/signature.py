@@ -297,6 +297,7 @@ def make_serving_fn(
 ) -> Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]]:
     """The function behind one signature: decode, check, call ``model``, name the outputs."""
     presence = presence_names(model, list(contracts))
+    every_flagged = len(presence) == len(contracts)  # else one modality is always present
     names = tf.constant(list(class_names))
     stand_ins = {n: _silent_stand_in(c) for n, c in contracts.items()
                  if encoded and bytes_input_name(c) and n in presence}
@@ -322,7 +323,7 @@ def make_serving_fn(
             feed[name] = x
             if present is not None:
                 feed[f"{name}_present"] = present
-        if all(f"{n}_present" in feed for n in contracts):
+        if every_flagged:
             feed = _some_modality_present(feed, list(contracts))
         out = model(feed, training=False)
         if isinstance(out, dict):
