@@ -18,11 +18,11 @@ cross-validation without reading the test split.
 
 Finished runs are appended to the ``.runs.jsonl`` file beside ``--out`` (``fusion.md`` ->
 ``fusion.runs.jsonl``) and reused when the same command is run again, so a long benchmark can
-be stopped and continued; ``--cached-only`` trains nothing and tables the finished runs (the
-``runs`` column says how many each model has). A fusion whose
-model cannot be built with the config (``early_timeline`` on images; an early or late fusion
-when the config trains unimodal heads) is listed under "Not run" with the reason, and the other
-runs go on.
+be stopped and continued; a record torn by a kill while it was being written (the log's last
+line) is reported, cut off and its run redone. ``--cached-only`` trains nothing and tables the
+finished runs (the ``runs`` column says how many each model has). A fusion whose model cannot
+be built with the config (``early_timeline`` on images; an early or late fusion when the config
+trains unimodal heads) is listed under "Not run" with the reason, and the other runs go on.
 
 Usage:
     python benchmarks/bench_fusion.py --dataset machine --seeds 3 --out benchmarks/fusion_machine.md
@@ -328,6 +328,48 @@ def summary_lines(rows: list[dict], chosen: str | None) -> list[str]:
     return out
 
 
+def read_log(log: Path) -> list[dict]:
+    """The finished runs recorded in ``log`` (none if it does not exist).
+
+    A last line that is not a record was torn by a kill mid-write: it is reported on stderr and
+    cut off the file, so its run is redone. Any other bad line is an error naming it.
+    """
+    if not log.is_file():
+        return []
+    data = log.read_bytes()
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    records, start = [], 0
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or "key" not in record:
+                raise ValueError("a JSON object with a 'key' expected")
+        except ValueError as err:
+            if number < len(lines):
+                raise SystemExit(f"{log}:{number}: not a run record ({err}); delete that line "
+                                 "(its run is then redone) or the file (every run is)") from None
+            print(f"{log}:{number}: a torn record (the benchmark was killed while writing it) "
+                  "is cut off; its run is redone", file=sys.stderr)
+            os.truncate(log, start)
+            return records
+        records.append(record)
+        start += len(line) + 1
+    if start > len(data):  # the last record lost only its newline
+        with log.open("ab") as f:
+            f.write(b"\n")
+    return records
+
+
+def append_log(log: Path, record: dict) -> None:
+    """Append ``record`` to ``log`` as one line, on disk before the next run starts."""
+    with log.open("ab") as f:
+        f.write(json.dumps(record).encode() + b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and write ``--out`` (markdown) and its ``.runs.jsonl`` run log."""
     from data_pipelines import load_dataset
@@ -341,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     log = out.with_suffix(".runs.jsonl")
-    done = [json.loads(x) for x in log.read_text().splitlines()] if log.is_file() else []
+    done = read_log(log)
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-fusion-"))
     records: list[dict] = []
     not_run: dict[str, str] = {}  # fusion -> why its model could not be built
@@ -377,8 +419,7 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"[{tag}] not run: {not_run[name]}", flush=True)
                         continue
                     rec.update(key=key, kind=kind, name=name, seed=seed, fold=fold)
-                    with log.open("a") as f:
-                        f.write(json.dumps(rec) + "\n")
+                    append_log(log, rec)
                     done.append(rec)
                     cached = rec
                     test = ("" if args.val_only else

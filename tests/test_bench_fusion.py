@@ -87,6 +87,40 @@ def test_reduced_benchmark_on_machine(bench, cache_dir, tmp_path, capsys):
     assert "] test acc" not in capsys.readouterr().out  # "[run] test acc": new runs only
     again = out.read_text()
     assert again.split("\n", 1)[1] == text.split("\n", 1)[1]
+    # Killed while writing the last record: the torn line is reported and cut off, and only
+    # that run is redone.
+    log = out.with_suffix(".runs.jsonl")
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text("".join(lines[:2]) + lines[2][: len(lines[2]) // 2])
+    capsys.readouterr()
+    assert bench.main(argv) == 0
+    printed = capsys.readouterr()
+    assert f"{log}:3: a torn record" in printed.err
+    assert printed.out.count("] test acc") == 1
+    assert "[fusion-early-fNone-s0] test acc" in printed.out
+    redone = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [r["name"] for r in redone] == ["environment", "sum", "early"]
+    assert redone[:2] == records[:2]
+
+
+def test_run_log_damage(bench, tmp_path, capsys):
+    """A torn last record is cut off (reported, its run redone); a record that lost only its
+    newline is kept and the newline restored; a bad line before the last is an error naming it."""
+    log = tmp_path / "fusion.runs.jsonl"
+    good = [json.dumps({"key": {"seed": i}, "accuracy": 0.5}) + "\n" for i in range(3)]
+    assert bench.read_log(log) == []
+    log.write_text(good[0] + good[1] + good[2][:20])
+    assert [r["key"]["seed"] for r in bench.read_log(log)] == [0, 1]
+    assert log.read_text() == good[0] + good[1]
+    assert f"{log}:3: a torn record" in capsys.readouterr().err
+    log.write_text(good[0] + good[1].rstrip("\n"))
+    assert len(bench.read_log(log)) == 2 and log.read_text() == good[0] + good[1]
+    log.write_text(good[0] + "\n" + good[1])
+    with pytest.raises(SystemExit, match=rf"{log}:2: not a run record"):
+        bench.read_log(log)
+    log.write_text(good[0] + "[1, 2]\n" + good[1])
+    with pytest.raises(SystemExit, match=r":2: not a run record \(a JSON object with a 'key'"):
+        bench.read_log(log)
 
 
 def test_kept_epoch_reads_the_fused_head_when_unimodal_heads_train_too(bench):
