@@ -56,7 +56,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mmkeras.config import DEFAULT_FUSION, resolve_config  # noqa: E402
+from data_pipelines import available, load_dataset  # noqa: E402
+from mmkeras.config import DEFAULT_FUSION, ConfigError, resolve_config  # noqa: E402
 
 CONFIGS = ROOT / "data_pipelines" / "configs"
 LATENCY_EXAMPLES = 32
@@ -74,7 +75,8 @@ def _ints(text: str) -> list[int]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", default="machine", help="machine, avdigits or mobifall")
+    p.add_argument("--dataset", default="machine", choices=available(),
+                   help="a data_pipelines dataset (default machine)")
     p.add_argument("--config", help="YAML config (default: data_pipelines/configs/<dataset>.yaml)")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per model (default 3)")
     p.add_argument("--fusions", default="all",
@@ -372,8 +374,6 @@ def append_log(log: Path, record: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and write ``--out`` (markdown) and its ``.runs.jsonl`` run log."""
-    from data_pipelines import load_dataset
-
     args = parse_args(argv)
     config = args.config or str(CONFIGS / f"{args.dataset}.yaml")
     base = [f"dataset={args.dataset}", *args.set]
@@ -447,4 +447,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except ConfigError as err:  # a missing config file or a bad --set: one line, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -121,6 +123,16 @@ def test_run_log_damage(bench, tmp_path, capsys):
     log.write_text(good[0] + "[1, 2]\n" + good[1])
     with pytest.raises(SystemExit, match=r":2: not a run record \(a JSON object with a 'key'"):
         bench.read_log(log)
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    """An unknown dataset or a bad override is one line on stderr, exit 2, before any training."""
+    for args, message in [(["--dataset", "nope"], "invalid choice: 'nope'"),
+                          (["--set", "epochs=abc"], "error: config field 'epochs'='abc'")]:
+        done = subprocess.run([sys.executable, str(SCRIPT), *args, "--out", str(tmp_path / "b.md")],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2 and message in done.stderr
+        assert "Traceback" not in done.stderr and not (tmp_path / "b.md").exists()
 
 
 def test_kept_epoch_reads_the_fused_head_when_unimodal_heads_train_too(bench):
