@@ -358,7 +358,7 @@ def read_log(log: Path) -> list[dict]:
             return records
         records.append(record)
         start += len(line) + 1
-    if start > len(data):  # the last record lost only its newline
+    if records and not data.endswith(b"\n"):  # the last record lost only its newline
         with log.open("ab") as f:
             f.write(b"\n")
     return records
